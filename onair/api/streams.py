@@ -1,0 +1,158 @@
+"""Streams (S1–S10, X1): the stream resource, its recording and DVR controls."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from onair.api.deps import DbDep, NodeDep
+from onair.api.errors import ApiError, field_error, not_found
+from onair.api.schemas import StreamCreate, StreamFields, StreamOut, StreamUpdate
+from onair.api.serialize import overlay_out, stream_out
+from onair.store.models import Document, Overlay, QualitySet, Stream
+from onair.timeutil import utcnow
+
+router = APIRouter(prefix="/streaming/streams", tags=["streams"])
+PAGE_SIZE = 100
+StreamId = Path(..., ge=1, le=2**31 - 1, description="Stream ID")
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+async def load_stream(db: AsyncSession, stream_id: int) -> Stream:
+    stream = await db.get(Stream, stream_id)
+    if stream is None:
+        raise not_found()
+    return stream
+
+
+async def stream_response(node: NodeDep, db: AsyncSession, stream: Stream,
+                          with_broadcasts: bool = False) -> dict[str, Any]:
+    overlays = (await db.execute(select(Overlay).where(Overlay.stream_id == stream.id)
+                                 .order_by(Overlay.id))).scalars().all()
+    out = stream_out(node, stream, [overlay_out(o) for o in overlays])
+    if with_broadcasts:
+        docs = (await db.execute(select(Document).where(Document.kind == "broadcast"))).scalars().all()
+        out["broadcasts"] = [{"id": d.id, **d.data} for d in docs
+                             if d.id in (stream.broadcast_ids or []) or stream.id in d.data.get("stream_ids", [])]
+    return out
+
+
+async def _check_fields(db: AsyncSession, fields: StreamFields, stream: Stream | None) -> None:
+    if "quality_set_id" in fields.model_fields_set and fields.quality_set_id is not None:
+        qs = await db.get(QualitySet, fields.quality_set_id)
+        if qs is None or qs.kind != "live":
+            raise field_error("quality_set_id", "must be the id of a live quality set")
+    pull = fields.pull if fields.pull is not None else (stream.pull if stream else False)
+    uri = fields.uri if "uri" in fields.model_fields_set else (stream.uri if stream else None)
+    if pull and not uri:
+        raise field_error("uri", "can't be blank when pull is true")
+
+
+@router.get("", response_model=list[StreamOut], response_model_exclude_none=False)
+async def list_streams(node: NodeDep, db: DbDep, response: Response,
+                       page: int = Query(1, ge=1, le=10**6),
+                       with_broadcasts: int = Query(0, ge=0, le=1)) -> list[dict[str, Any]]:
+    total = (await db.execute(select(func.count(Stream.id)))).scalar_one()
+    rows = (await db.execute(select(Stream).order_by(Stream.id.desc())
+                             .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE))).scalars().all()
+    response.headers["X-Total-Count"] = str(total)
+    return [await stream_response(node, db, s, bool(with_broadcasts)) for s in rows]
+
+
+@router.post("", response_model=StreamOut)
+async def create_stream(body: StreamCreate, node: NodeDep, db: DbDep) -> dict[str, Any]:
+    await _check_fields(db, body, None)
+    now = utcnow()
+    values = body.model_dump(exclude_unset=True)
+    stream = Stream(
+        name=body.name, token=new_token(), created_at=now, updated_at=now,
+        active=False, pull=False, auto_record=False, record_type="origin", dvr_enabled=False,
+        dvr_duration=3600, hls_mpegts_endlist_tag=True, html_overlay=False, projection="regular",
+        broadcast_ids=[], live=False, backup_live=False,
+    )
+    for key, value in values.items():
+        if value is not None or key in ("uri", "srt_passphrase", "client_entity_data"):
+            setattr(stream, key, value)
+    db.add(stream)
+    await db.commit()
+    await node.lifecycle.stream_changed(stream)
+    return await stream_response(node, db, stream)
+
+
+@router.get("/{stream_id}", response_model=StreamOut)
+async def get_stream(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> dict[str, Any]:
+    return await stream_response(node, db, await load_stream(db, stream_id))
+
+
+@router.patch("/{stream_id}", response_model=StreamOut)
+async def update_stream(body: StreamUpdate, node: NodeDep, db: DbDep, stream_id: int = StreamId) -> dict[str, Any]:
+    stream = await load_stream(db, stream_id)
+    fields = body.stream
+    await _check_fields(db, fields, stream)
+    for key in fields.model_fields_set:
+        value = getattr(fields, key)
+        if key == "name" and (value is None or not str(value).strip()):
+            raise field_error("name", "can't be blank")
+        nullable = key in ("uri", "srt_passphrase", "client_entity_data", "quality_set_id", "cdn_id",
+                           "client_user_id")
+        if value is None and not nullable:
+            continue
+        setattr(stream, key, value)
+    stream.updated_at = utcnow()
+    await db.commit()
+    await node.lifecycle.stream_changed(stream)
+    return await stream_response(node, db, stream)
+
+
+@router.delete("/{stream_id}", status_code=204, response_class=Response)
+async def delete_stream(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> Response:
+    stream = await load_stream(db, stream_id)
+    await node.lifecycle.stream_deleted(stream_id)
+    await db.delete(stream)
+    await db.commit()
+    return Response(status_code=204)
+
+
+@router.post("/{stream_id}/reset_push_token", response_model=StreamOut)
+async def reset_push_token(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> dict[str, Any]:
+    stream = await load_stream(db, stream_id)
+    stream.token = new_token()
+    stream.updated_at = utcnow()
+    await db.commit()
+    await node.lifecycle.stream_deleted(stream_id)  # ends running ingest: the old token is void at once
+    await node.lifecycle.stream_changed(stream)
+    return await stream_response(node, db, stream)
+
+
+@router.put("/{stream_id}/dvr_cleanup", status_code=204, response_class=Response)
+async def dvr_cleanup(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> Response:
+    await load_stream(db, stream_id)
+    await node.lifecycle.dvr_cleanup(stream_id)
+    return Response(status_code=204)
+
+
+@router.put("/{stream_id}/start_recording", responses={204: {"description": "recording started"}})
+async def start_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> Response:
+    stream = await load_stream(db, stream_id)
+    if not (stream.live or stream.backup_live):
+        raise field_error("stream", "is not live: recording needs a live stream")
+    await node.lifecycle.start_recording(stream_id)
+    return Response(status_code=204)
+
+
+@router.put("/{stream_id}/stop_recording")
+async def stop_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> Any:
+    await load_stream(db, stream_id)
+    video = await node.lifecycle.stop_recording(stream_id)
+    return video if video is not None else {}
+
+
+def raise_if_live_only(detail: str) -> None:
+    raise ApiError(422, {"status": 422, "error": detail})

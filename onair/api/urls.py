@@ -1,0 +1,50 @@
+"""Every public URL of a stream, built from the settings and the ports actually bound."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class UrlBuilder:
+    host: str
+    http_port: int
+    rtmp_port: int
+    rtmps_port: int
+    srt_port: int
+    client_id: int
+
+    @property
+    def http_base(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def public_id(self, stream_id: int) -> str:
+        return f"{self.client_id}_{stream_id}"
+
+    def stream_urls(self, stream_id: int, token: str) -> dict[str, str]:
+        pid = self.public_id(stream_id)
+        base = self.http_base
+        rtmp = f"rtmp://{self.host}:{self.rtmp_port}/in"
+        srt = f"srt://{self.host}:{self.srt_port}"
+        return {
+            "push_url": f"{rtmp}/{stream_id}?{token}",
+            "backup_push_url": f"{rtmp}/{stream_id}b?{token}",
+            "push_url_srt": f"{srt}?streamid={stream_id}#{token}",
+            "backup_push_url_srt": f"{srt}?streamid={stream_id}b#{token}",
+            "push_url_whip": f"{base}/whip/{stream_id}_{token}/whip",
+            "hls_cmaf_url": f"{base}/cmaf/{pid}/master.m3u8",
+            "dash_url": f"{base}/cmaf/{pid}/index.mpd",
+            "hls_mpegts_url": f"{base}/mpegts/{pid}/master_mpegts.m3u8",
+            "iframe_url": f"{base}/streams/{pid}",
+            "screenshot": f"{base}/videoplatform/streams/{self.client_id}/{stream_id}/screenshots/last.jpg",
+        }
+
+    def video_urls(self, slug: str) -> dict[str, str]:
+        vid = f"{self.client_id}_{slug}"
+        base = f"{self.http_base}/videos/{vid}"
+        return {
+            "hls_url": f"{base}/master.m3u8",
+            "hls_cmaf_url": f"{base}/master-cmaf.m3u8",
+            "dash_url": f"{base}/master.mpd",
+            "iframe_url": f"{self.http_base}/videos/{vid}/player",
+        }

@@ -1,0 +1,35 @@
+"""Settings: environment variables ONAIR_* and the matching `onair serve --flags` (see CONTRACT.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ONAIR_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="database file, segments, recordings, screenshots")
+    bind: str = Field("0.0.0.0", description="address all listeners bind to")
+    public_host: str = Field("127.0.0.1", description="host name put into every URL the API returns")
+    http_port: int = Field(8080, ge=0, le=65535, description="API, WHIP, playback, player, /healthz, /metrics")
+    rtmp_port: int = Field(1935, ge=0, le=65535, description="RTMP ingest")
+    rtmps_port: int = Field(1936, ge=-1, le=65535, description="RTMPS ingest (TLS); 0 turns it off")
+    srt_port: int = Field(5001, ge=0, le=65535, description="SRT ingest (UDP), routed by streamid")
+    api_key: str | None = Field(None, description="operator API key; generated into DATA_DIR/api_key when unset")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite file in the data dir by default")
+    client_id: int = Field(1, ge=1, description="account id used in public URLs ({client_id}_{stream_id})")
+    rtmps_cert: Path | None = Field(None, description="PEM certificate for RTMPS; self-signed when unset")
+    rtmps_key: Path | None = Field(None, description="PEM private key for RTMPS")
+    log_level: str = Field("info", description="debug, info, warning, error")
+    ffmpeg: str = Field("ffmpeg", description="ffmpeg binary used for transcoding")
+    ingest_idle_timeout: float = Field(10.0, gt=0, description="seconds of silence before a publisher is dropped")
+    live_window_segments: int = Field(6, ge=3, description="segments kept in a live playlist without DVR")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'onair.db').resolve()}"

@@ -1,0 +1,5 @@
+"""Playback routes: LL-HLS, DASH, MPEG-TS HLS and screenshots."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["playback"])

@@ -1,0 +1,5 @@
+"""Player pages."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["player"])

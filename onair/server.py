@@ -1,0 +1,87 @@
+"""Start every listener of a node in one process and stop them cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvicorn
+
+from onair import logs
+from onair.config import Settings
+from onair.node import Node, bind_tcp, bootstrap_api_key, create_node, tls_context
+
+log = logging.getLogger("onair.server")
+
+
+class Listeners:
+    """The ingest servers of a node; HTTP is served by uvicorn on a socket bound beforehand."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.servers: list[object] = []
+
+    async def start(self) -> None:
+        from onair.ingest.rtmp.server import RTMPServer
+
+        s, node = self.node.settings, self.node
+        rtmp = RTMPServer(node.lifecycle, s.bind, s.rtmp_port, idle_timeout=s.ingest_idle_timeout)
+        await rtmp.start()
+        self.servers.append(rtmp)
+        node.ports.rtmp = rtmp.port
+        if s.rtmps_port != 0:
+            port = 0 if s.rtmps_port < 0 else s.rtmps_port
+            rtmps = RTMPServer(node.lifecycle, s.bind, port, ssl_context=tls_context(s),
+                               idle_timeout=s.ingest_idle_timeout)
+            await rtmps.start()
+            self.servers.append(rtmps)
+            node.ports.rtmps = rtmps.port
+        node.ports.srt = s.srt_port
+
+    async def stop(self) -> None:
+        for server in reversed(self.servers):
+            await server.stop()  # type: ignore[attr-defined]
+
+
+def build_http_app(node: Node):  # type: ignore[no-untyped-def]
+    from onair.api.app import create_app
+    from onair.delivery.routes import router as delivery_router
+    from onair.player.routes import router as player_router
+
+    return create_app(node, [delivery_router, player_router])
+
+
+async def serve(settings: Settings) -> None:
+    logs.setup(settings.log_level)
+    node = await create_node(settings)
+    generated = await bootstrap_api_key(node)
+    if generated:
+        print(f"onair: generated the operator API key (stored in {settings.data_dir / 'api_key'}):\n"
+              f"  Authorization: APIKey {generated}", flush=True)
+    http_sock = bind_tcp(settings.bind, settings.http_port)
+    node.ports.http = http_sock.getsockname()[1]
+    listeners = Listeners(node)
+    await listeners.start()
+    u = node.urls
+    u.http_port, u.rtmp_port, u.rtmps_port, u.srt_port = (node.ports.http, node.ports.rtmp,
+                                                            node.ports.rtmps or 443, node.ports.srt)
+    await node.lifecycle.start()
+    app = build_http_app(node)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
+                            timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    # uvicorn installs its own handlers inside serve(); ours only matter before that point
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    node.listeners_ready.set()
+    log.info("onair listening", extra={"ports": vars(node.ports), "data_dir": str(settings.data_dir),
+                                       "database": settings.resolved_database_url.split("://")[0]})
+    try:
+        await server.serve(sockets=[http_sock])
+    finally:
+        log.info("shutting down")
+        await listeners.stop()
+        await node.lifecycle.shutdown()
+        await node.engine.dispose()
