@@ -1,0 +1,47 @@
+# onair: `make run` starts a node on its defaults, `make test` runs the whole suite. Both install what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := ffmpeg libsrt1.5-gnutls
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint fuzz deps system-deps clean
+
+run: deps
+	$(BIN)/onair serve
+
+test: deps
+	$(BIN)/ruff check onair tests bench
+	$(BIN)/mypy onair
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: deps
+	$(BIN)/python -m bench
+
+lint: deps
+	$(BIN)/ruff check onair tests bench
+	$(BIN)/mypy onair
+
+deps: system-deps $(STAMP)
+
+# Debian packages: installed only when a binary or library is missing, so reruns are instant.
+system-deps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	ls /usr/lib/*/libsrt-gnutls.so.1.5* >/dev/null 2>&1 || missing="$$missing libsrt1.5-gnutls"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) data
