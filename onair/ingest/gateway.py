@@ -1,0 +1,27 @@
+"""Interface between protocol-specific ingest servers (RTMP, ...) and the platform."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+__all__ = ["IngestGateway", "IngestRefused", "IngestSession"]
+
+
+class IngestRefused(Exception):
+    """Publishing refused; str(exc) is the reason."""
+
+
+class IngestSession(Protocol):
+    input_format: str  # "flv" for RTMP
+    closed: asyncio.Event  # set by the platform to kick the publisher
+
+    async def feed(self, data: bytes) -> None: ...
+
+    async def close(self, reason: str) -> None: ...
+
+
+class IngestGateway(Protocol):
+    async def open_session(
+        self, *, protocol: str, app: str, stream_name: str, remote: str
+    ) -> IngestSession: ...
