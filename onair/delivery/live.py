@@ -1,0 +1,263 @@
+"""Asyncio layer over the sans-IO packager: LL-HLS blocking reload and chunked segment streaming.
+
+All methods run on the event loop thread; `feed()` is synchronous and wakes waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+
+from onair.delivery.cmaf import (
+    Segment,
+    SegmentCallback,
+    TrackPackager,
+    render_dash_mpd,
+    render_hls_master,
+    render_hls_media,
+)
+
+__all__ = ["MAX_MSN_AHEAD", "LiveRendition", "LiveStreamPackage"]
+
+# RFC 8216bis 6.2.5.2: a request more than two segments ahead of the playlist gets 400.
+MAX_MSN_AHEAD = 2
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LiveRendition:
+    """A TrackPackager plus change notification for HTTP handlers."""
+
+    def __init__(self, packager: TrackPackager) -> None:
+        self.packager = packager
+        # Replaced on every change: waiters grab the current one after checking their predicate,
+        # with no await in between, so no wake-up can be lost (and feed() needs no lock).
+        self._changed = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.packager.name
+
+    def _notify(self) -> None:
+        ev, self._changed = self._changed, asyncio.Event()
+        ev.set()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            added = self.packager.feed(data)
+        finally:
+            # Even on FMP4Error: init or earlier parts of this chunk may have been consumed.
+            self._notify()
+        return added
+
+    def end(self) -> None:
+        self.packager.end()
+        self._notify()
+
+    # -- predicates -------------------------------------------------------------
+
+    def is_too_far_ahead(self, msn: int) -> bool:
+        """True when `msn` is more than MAX_MSN_AHEAD past the newest segment (caller answers 400)."""
+        last = self.packager.last_msn
+        base = last if last is not None else self.packager.first_msn
+        if base is None:
+            base = -1  # nothing yet: msn 0 and 1 may still be awaited
+        return msn > base + MAX_MSN_AHEAD
+
+    def has_part(self, msn: int, part: int) -> bool:
+        """Playlist already satisfies a blocking request for (msn, part).
+
+        True if segment `msn` has part `part`, or `msn` is complete (its successor started), or
+        `msn` is older than the window.
+        """
+        pk = self.packager
+        seg = pk.get_segment(msn)
+        if seg is not None:
+            return seg.complete or len(seg.parts) > part
+        last = pk.last_msn
+        return last is not None and msn < last
+
+    # The hold time is part of the API (LL-HLS blocking reload), hence the timeout parameters.
+    async def _wait(self, pred: Callable[[], bool], timeout: float | None) -> bool:  # noqa: ASYNC109
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if pred():
+                return True
+            if self.packager.ended:
+                return pred()
+            ev = self._changed
+            if deadline is None:
+                await ev.wait()
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(ev.wait(), remaining)
+            except TimeoutError:
+                return pred()
+
+    async def wait_for_part(
+        self,
+        msn: int,
+        part: int | None = None,
+        timeout: float | None = 10.0,  # noqa: ASYNC109
+    ) -> bool:
+        """LL-HLS blocking reload: wait until part `part` of segment `msn` exists or `msn` is complete.
+
+        Product rule: a missing `_HLS_part` means part 0. Returns False on timeout; True once
+        satisfied or once the stream ended (then the playlist carries EXT-X-ENDLIST).
+        """
+        p = 0 if part is None else part
+        ok = await self._wait(lambda: self.has_part(msn, p), timeout)
+        return ok or self.packager.ended
+
+    async def wait_for_init(self, timeout: float | None = 10.0) -> bool:  # noqa: ASYNC109
+        return await self._wait(lambda: self.packager.has_init, timeout)
+
+    async def wait_for_segment_bytes(
+        self,
+        msn: int,
+        timeout: float | None = 10.0,  # noqa: ASYNC109
+    ) -> AsyncIterator[bytes] | None:
+        """Wait (up to `timeout`) for segment `msn` to start; then return an iterator of its bytes.
+
+        Complete segments yield their bytes at once; the in-progress one yields each part as it
+        arrives (HTTP chunked transfer for LL-DASH). Returns None when the segment is not (or
+        no longer) available, i.e. the caller answers 404.
+        """
+        pk = self.packager
+        if self.is_too_far_ahead(msn):
+            return None
+        await self._wait(lambda: pk.get_segment(msn) is not None or self._gone(msn), timeout)
+        seg = pk.get_segment(msn)
+        if seg is None:
+            return None
+        return self._stream_segment(seg)
+
+    def _gone(self, msn: int) -> bool:
+        first = self.packager.first_msn
+        return first is not None and msn < first
+
+    async def _stream_segment(self, seg: Segment) -> AsyncIterator[bytes]:
+        if seg.complete:
+            yield seg.data
+            return
+        sent = 0
+        while True:
+            # Holding the Segment object keeps its parts reachable even if the window slides.
+            while sent < len(seg.parts):
+                yield seg.parts[sent].data
+                sent += 1
+            if seg.complete or self.packager.ended:
+                if sent < len(seg.parts):
+                    continue
+                return
+            await self._changed.wait()
+
+
+class LiveStreamPackage:
+    """All renditions of one live stream, fed from the per-track ffmpeg pipes."""
+
+    def __init__(
+        self,
+        video_names: Sequence[str],
+        audio_name: str | None = "audio",
+        *,
+        target_segment: float = 2.0,
+        window_segments: int = 6,
+        on_segment_complete: SegmentCallback | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        latency_target: float = 3.0,
+    ) -> None:
+        names = list(video_names) + ([audio_name] if audio_name is not None else [])
+        if len(set(names)) != len(names):
+            raise ValueError("rendition names must be unique")
+        self._clock = clock
+        self.latency_target = latency_target
+
+        def make(name: str) -> LiveRendition:
+            return LiveRendition(
+                TrackPackager(
+                    name,
+                    target_segment=target_segment,
+                    window_segments=window_segments,
+                    on_segment_complete=on_segment_complete,
+                    clock=clock,
+                )
+            )
+
+        self.video: dict[str, LiveRendition] = {n: make(n) for n in video_names}
+        self.audio: LiveRendition | None = make(audio_name) if audio_name is not None else None
+        self._availability_start: datetime | None = None
+
+    # -- access -------------------------------------------------------------------
+
+    def renditions(self) -> list[LiveRendition]:
+        return list(self.video.values()) + ([self.audio] if self.audio is not None else [])
+
+    def rendition(self, name: str) -> LiveRendition:
+        """Raises KeyError for unknown names (caller answers 404)."""
+        if name in self.video:
+            return self.video[name]
+        if self.audio is not None and self.audio.name == name:
+            return self.audio
+        raise KeyError(name)
+
+    @property
+    def ended(self) -> bool:
+        return all(r.packager.ended for r in self.renditions())
+
+    @property
+    def ready(self) -> bool:
+        """Every rendition has its init segment and at least one part (manifests are meaningful)."""
+        return all(r.packager.has_init and r.packager.last_msn is not None for r in self.renditions())
+
+    @property
+    def availability_start(self) -> datetime | None:
+        """Wall clock of decode time 0, fixed once known (DASH availabilityStartTime)."""
+        if self._availability_start is None:
+            anchors = [r.packager.wallclock_anchor for r in self.renditions()]
+            known = [a for a in anchors if a is not None]
+            if known:
+                self._availability_start = min(known)
+        return self._availability_start
+
+    # -- input --------------------------------------------------------------------
+
+    def feed(self, track_name: str, data: bytes | bytearray | memoryview) -> int:
+        return self.rendition(track_name).feed(data)
+
+    def end(self) -> None:
+        for r in self.renditions():
+            r.end()
+
+    # -- manifests ----------------------------------------------------------------
+
+    def render_master(self) -> str:
+        return render_hls_master(
+            [r.packager for r in self.video.values()], self.audio.packager if self.audio else None
+        )
+
+    def render_media(self, name: str, *, skip: bool = False, part_hold_back: float | None = None) -> str:
+        r = self.rendition(name)
+        others = [o.packager for o in self.renditions() if o is not r]
+        return render_hls_media(
+            r.packager, other_tracks_for_reports=others, part_hold_back=part_hold_back, skip=skip
+        )
+
+    def render_mpd(self, now: datetime | None = None, *, include_in_progress: bool = False) -> str:
+        ast = self.availability_start or self._clock()
+        return render_dash_mpd(
+            [r.packager for r in self.video.values()],
+            self.audio.packager if self.audio else None,
+            availability_start=ast,
+            now=now if now is not None else self._clock(),
+            ended=self.ended,
+            latency_target=self.latency_target,
+            include_in_progress=include_in_progress,
+        )
