@@ -12,18 +12,19 @@ from sqlalchemy import select
 
 from onair.api.deps import DbDep, NodeDep
 from onair.api.errors import ApiError, field_error
+from onair.api.quality_sets import live_quality_set
 from onair.api.schemas import ClipCreate
 from onair.api.streams import StreamId, load_stream
 from onair.node import Node
-from onair.store.models import Clip, Stream
+from onair.store.models import Clip
 from onair.timeutil import iso, utcnow
 
 router = APIRouter(prefix="/streaming/streams/{stream_id}/clip_recording", tags=["clips"])
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
-def clip_out(node: Node, c: Clip, stream: Stream) -> dict[str, Any]:
-    qs = stream.quality_set_id or 1
+def clip_out(node: Node, c: Clip, qs: int) -> dict[str, Any]:
+    """qs: id of the quality set the stream transcodes with (its own, else the live default)."""
     base = f"{node.urls.http_base}/rec/{node.urls.public_id(c.stream_id)}/rec_{c.id}_qsid{qs}"
     renditions = node.library.clip_renditions(c)
     return {
@@ -34,7 +35,8 @@ def clip_out(node: Node, c: Clip, stream: Stream) -> dict[str, Any]:
 
 
 @router.put("")
-async def create_clip(body: ClipCreate, node: NodeDep, db: DbDep, stream_id: int = StreamId) -> dict[str, Any]:
+async def create_clip(body: ClipCreate, node: NodeDep, db: DbDep,
+                      stream_id: int = StreamId) -> dict[str, Any]:
     stream = await load_stream(db, stream_id)
     if not stream.dvr_enabled:
         raise ApiError(422, {"status": 422, "error": "DVR is disabled for this stream"})
@@ -46,6 +48,8 @@ async def create_clip(body: ClipCreate, node: NodeDep, db: DbDep, stream_id: int
         raise field_error("start", "is outside the DVR window")
     end = start + body.duration
     expiration = body.expiration if body.expiration is not None else end + 3600
+    if expiration > 2**31 - 1:
+        raise field_error("start" if body.expiration is None else "expiration", "is too far in the future")
     if not 60 <= expiration - end <= 14400:
         raise field_error("expiration", "clip lifetime after its end must be between 1 minute and 4 hours")
     clip = Clip(id="".join(secrets.choice(_ALPHABET) for _ in range(12)), stream_id=stream_id, start=start,
@@ -54,7 +58,7 @@ async def create_clip(body: ClipCreate, node: NodeDep, db: DbDep, stream_id: int
     db.add(clip)
     await db.commit()
     await node.lifecycle.clip_requested(clip.id)
-    return clip_out(node, clip, stream)
+    return clip_out(node, clip, (await live_quality_set(db, stream.quality_set_id)).id)
 
 
 @router.get("")
@@ -63,4 +67,5 @@ async def list_clips(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> lis
     now = int(time.time())
     rows = (await db.execute(select(Clip).where(Clip.stream_id == stream_id, Clip.expiration > now)
                              .order_by(Clip.created_at))).scalars()
-    return [clip_out(node, c, stream) for c in rows]
+    qs = (await live_quality_set(db, stream.quality_set_id)).id
+    return [clip_out(node, c, qs) for c in rows]

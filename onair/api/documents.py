@@ -123,6 +123,10 @@ def document_router(kind: str, path: str, envelope: str, body_model: type[BaseMo
         await node.lifecycle.document_changed(kind, doc_id)
         return Response(status_code=204)
 
+    # the annotations are strings (PEP 563) naming a closure variable FastAPI cannot resolve:
+    # give it the real model, or the body would be read as a missing query parameter
+    create.__annotations__["body"] = body_model
+    update.__annotations__["body"] = body_model
     router.add_api_route("", create, methods=["POST"], name=f"create_{kind}")
     router.add_api_route("", list_, methods=["GET"], name=f"list_{kind}s")
     router.add_api_route("/{doc_id}", get, methods=["GET"], name=f"get_{kind}")
@@ -155,9 +159,11 @@ async def preview(node: NodeDep, db: DbDep, doc_id: int = DocId) -> HTMLResponse
     if d is None or d.kind != "player":
         raise not_found()
     cfg = {**PLAYER_DEFAULTS, **d.data}
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in cfg.items())
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in cfg.items())
     css = html.escape(str(cfg.get("custom_css") or ""))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(str(cfg.get('name')))}"
-            f"</title><style>{css}</style></head><body style='background:{html.escape(str(cfg['bg_color'] or '#000'))}'>"
+            f"</title><style>{css}</style></head>"
+            f"<body style='background:{html.escape(str(cfg['bg_color'] or '#000'))}'>"
             f"<h1>Player preview</h1><table>{rows}</table></body></html>")
     return HTMLResponse(page)

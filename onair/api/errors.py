@@ -30,10 +30,10 @@ def field_error(field: str, message: str, status: int = 422) -> ApiError:
 
 def _field_name(loc: tuple[Any, ...]) -> str:
     # loc looks like ("body", "stream", "dvr_duration") or ("path", "stream_id") or ("query", "page")
-    parts = [str(p) for p in loc if p not in ("body", "path", "query", "header", "stream", "broadcast",
-                                               "restream", "player", "live", "vod")]
+    # the innermost named key wins: ("body", "stream") names the envelope itself when it is malformed
+    parts = [str(p) for p in loc if p not in ("body", "path", "query", "header")]
     names = [p for p in parts if not p.isdigit()]
-    return names[-1] if names else (str(loc[-1]) if loc else "body")
+    return names[-1] if names else "body"
 
 
 def validation_body(errors: list[Any]) -> dict[str, Any]:
@@ -41,12 +41,16 @@ def validation_body(errors: list[Any]) -> dict[str, Any]:
     for err in errors:
         loc = tuple(err.get("loc", ()))
         msg = str(err.get("msg", "is invalid"))
+        if msg.startswith("Value error, "):  # pydantic's prefix for ValueError raised in validators
+            msg = msg[len("Value error, "):]
         if err.get("type") == "json_invalid":
             out.setdefault("body", []).append("malformed JSON: " + msg)
             continue
         if err.get("type") == "missing" and len(loc) == 1 and loc[0] == "body":
             out.setdefault("body", []).append("a JSON body is required")
             continue
+        if err.get("type") == "missing":
+            msg = "can't be blank"  # the platform's wording for a required key (spec R1)
         out.setdefault(_field_name(loc), []).append(msg)
     return {"errors": out}
 
@@ -57,8 +61,12 @@ def install(app: FastAPI) -> None:
         return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
+        if request.url.path.startswith("/streaming/statistics/"):
+            # statistics report bad query parameters as 400 {"data": [], "errors": ["..."]} (spec §12)
+            texts = [f"{_field_name(tuple(e.get('loc', ())))}: {e.get('msg', 'is invalid')}" for e in errors]
+            return JSONResponse({"data": [], "errors": texts}, status_code=400)
         malformed = any(e.get("type") == "json_invalid" for e in errors)
         body = validation_body(errors)
         # malformed JSON is a bad request; well-formed but invalid fields are 422 as the spec shows
@@ -68,5 +76,5 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return JSONResponse({"status": 404, "error": NOT_FOUND_TEXT}, status_code=404)
-        return JSONResponse({"status": exc.status_code, "error": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse({"status": exc.status_code, "error": str(exc.detail)},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))

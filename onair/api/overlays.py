@@ -82,7 +82,8 @@ async def update_overlays(body: list[OverlayFields], node: NodeDep, db: DbDep,
 @router.get("", response_model=list[OverlayOut])
 async def list_overlays(db: DbDep, stream_id: int = StreamId) -> list[dict[str, Any]]:
     await load_stream(db, stream_id)
-    rows = (await db.execute(select(Overlay).where(Overlay.stream_id == stream_id).order_by(Overlay.id))).scalars()
+    rows = (await db.execute(select(Overlay).where(Overlay.stream_id == stream_id)
+                             .order_by(Overlay.id))).scalars()
     return [overlay_out(o) for o in rows]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
@@ -11,6 +11,35 @@ Projection = Literal["regular", "vr360", "vr180", "vr360tb"]
 RecordType = Literal["origin", "transcoded"]
 PULL_SCHEMES = ("rtmp", "rtmps", "srt", "http", "https")
 _PASSPHRASE = re.compile(r"^[!-~]{10,80}$")
+# integers stored in 32-bit database columns: anything larger is a validation error, not a DB crash
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Id32 = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+def check_text(v: Any) -> Any:
+    """Strings the databases cannot store (NUL on PostgreSQL, lone surrogates anywhere) are invalid."""
+    if isinstance(v, str):
+        if "\x00" in v:
+            raise ValueError("must not contain NUL characters")
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid UTF-8 text") from None
+    elif isinstance(v, list):
+        for item in v:
+            check_text(item)
+    return v
+
+
+class ApiInput(BaseModel):
+    """Base of every request body model: unknown keys are ignored, text must be storable."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable_text(cls, v: Any) -> Any:
+        return check_text(v)
 
 
 def validate_pull_uri(uri: str) -> str:
@@ -24,12 +53,10 @@ def validate_pull_uri(uri: str) -> str:
     return " ".join(parts)
 
 
-class StreamFields(BaseModel):
+class StreamFields(ApiInput):
     """StreamInput: every key optional here; create-time rules are checked by the router."""
 
     # unknown and read-only keys (active_ingest_region_*, id, ...) are ignored, as the spec says (R9)
-    model_config = ConfigDict(extra="ignore")
-
     name: str | None = Field(None, max_length=4096)
     active: bool | None = None
     pull: bool | None = None
@@ -41,10 +68,10 @@ class StreamFields(BaseModel):
     hls_mpegts_endlist_tag: bool | None = None
     html_overlay: bool | None = None
     projection: Projection | None = None
-    quality_set_id: int | None = None
-    cdn_id: int | None = None
-    broadcast_ids: list[int] | None = None
-    client_user_id: int | None = None
+    quality_set_id: Id32 | None = None
+    cdn_id: Int32 | None = None
+    broadcast_ids: list[Id32] | None = Field(None, max_length=1000)
+    client_user_id: Int32 | None = None
     client_entity_data: str | None = Field(None, max_length=4096)
     srt_passphrase: str | None = None
 
@@ -72,9 +99,8 @@ class StreamCreate(StreamFields):
         return v
 
 
-class StreamUpdate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    stream: StreamFields = Field(default_factory=StreamFields)
+class StreamUpdate(ApiInput):
+    stream: StreamFields = Field(default_factory=lambda: StreamFields.model_validate({}))
 
     @model_validator(mode="before")
     @classmethod
@@ -147,9 +173,8 @@ class StreamOut(BaseModel):
     broadcasts: list[dict[str, Any]] | None = None
 
 
-class OverlayFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: int | None = None
+class OverlayFields(ApiInput):
+    id: Id32 | None = None
     url: str | None = Field(None, max_length=2048)
     width: int | None = Field(None, gt=0, le=1920)
     height: int | None = Field(None, gt=0, le=1080)
@@ -164,11 +189,8 @@ class OverlayFields(BaseModel):
             raise ValueError("must be an http:// or https:// URL")
         return v
 
-    @model_validator(mode="after")
-    def _stretch(self) -> OverlayFields:
-        if self.stretch and any(v is not None for v in (self.x, self.y, self.width, self.height)):
-            raise ValueError("stretch cannot be combined with x, y, width or height")
-        return self
+    # stretch together with x/y/width/height is checked by the router against the merged overlay,
+    # so a partial update is judged on its result and the error names the "stretch" field
 
 
 class QualityOut(BaseModel):
@@ -188,44 +210,43 @@ class QualitySetsOut(BaseModel):
     vod: list[QualitySetOut]
 
 
-class DefaultRef(BaseModel):
-    id: int | None = None
+class DefaultRef(ApiInput):
+    id: Int32 | None = None
 
 
-class QualitySetsDefault(BaseModel):
+class QualitySetsDefault(ApiInput):
     live: DefaultRef | None = None
     vod: DefaultRef | None = None
 
 
-class BroadcastFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class BroadcastFields(ApiInput):
     name: str | None = Field(None, max_length=4096)
-    status: Literal["Pending", "Live", "Paused", "Finished", "pending", "live", "paused", "finished"] | None = None
+    status: Literal["Pending", "Live", "Paused", "Finished",
+                    "pending", "live", "paused", "finished"] | None = None
     pending_message: str | None = Field(None, max_length=4096)
-    stream_ids: list[int] | None = None
-    player_id: int | None = None
-    ad_id: int | None = None
+    stream_ids: list[Id32] | None = Field(None, max_length=1000)
+    player_id: Int32 | None = None
+    ad_id: Int32 | None = None
     poster: str | None = Field(None, max_length=2048)
     share_url: str | None = Field(None, max_length=2048)
     custom_iframe_url: str | None = Field(None, max_length=2048)
     show_dvr_after_finish: bool | None = None
 
 
-class BroadcastBody(BaseModel):
-    broadcast: BroadcastFields = Field(default_factory=BroadcastFields)
+class BroadcastBody(ApiInput):
+    broadcast: BroadcastFields = Field(default_factory=lambda: BroadcastFields.model_validate({}))
 
 
-class RestreamFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class RestreamFields(ApiInput):
     name: str | None = Field(None, max_length=4096)
-    stream_id: int | None = None
+    stream_id: Int32 | None = None
     uri: str | None = Field(None, max_length=2048)
     active: StrictBool | None = None
     live: StrictBool | None = None
     source: Literal["original", "transcoded"] | None = None
     no_audio: StrictBool | None = None
     no_audio_mode: Literal["drop", "silence"] | None = None
-    client_user_id: int | None = None
+    client_user_id: Int32 | None = None
 
     @field_validator("uri")
     @classmethod
@@ -240,12 +261,11 @@ class RestreamFields(BaseModel):
         return v
 
 
-class RestreamBody(BaseModel):
-    restream: RestreamFields = Field(default_factory=RestreamFields)
+class RestreamBody(ApiInput):
+    restream: RestreamFields = Field(default_factory=lambda: RestreamFields.model_validate({}))
 
 
-class PlayerFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class PlayerFields(ApiInput):
     name: str | None = Field(None, max_length=4096)
     framework: str | None = Field(None, max_length=256)
     design: str | None = Field(None, max_length=65536)
@@ -266,13 +286,12 @@ class PlayerFields(BaseModel):
     speed_control: bool | None = None
 
 
-class PlayerBody(BaseModel):
-    player: PlayerFields = Field(default_factory=PlayerFields)
+class PlayerBody(ApiInput):
+    player: PlayerFields = Field(default_factory=lambda: PlayerFields.model_validate({}))
 
 
-class ClipCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ClipCreate(ApiInput):
     duration: int = Field(..., gt=0, le=14400)
-    start: int | None = Field(None, ge=0)
-    expiration: int | None = Field(None, ge=0)
+    start: int | None = Field(None, ge=0, le=2**31 - 1)
+    expiration: int | None = Field(None, ge=0, le=2**31 - 1)
     vod_required: bool | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -32,9 +32,10 @@ def _parse_time(name: str, value: str | None) -> datetime:
         raise StatsError(f"{name}: query param is not set")
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
-    except ValueError:
+        # normalise to UTC now: a far-out year with an offset must fail here, not in the database driver
+        return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise StatsError(f"{name}: must be an ISO 8601 date or time") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 async def _samples(db: DbDep, start: datetime, end: datetime, stream_id: int | None) -> list[StreamSample]:
@@ -69,7 +70,8 @@ async def ffprobe(db: DbDep, date_from: str | None = None, date_to: str | None =
         "time": datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "avg_bitrate": round(sum(x.bitrate_kbps for x in xs) / len(xs), 1),
         "max_fps": max(x.fps for x in xs), "max_height": max(x.height for x in xs),
-        "max_keyframe_interval": max(x.keyframe_interval for x in xs), "sum_frames": sum(x.frames for x in xs),
+        "max_keyframe_interval": max(x.keyframe_interval for x in xs),
+        "sum_frames": sum(x.frames for x in xs),
     } for t, xs in sorted(buckets.items())]
     return {"data": data}
 
@@ -124,9 +126,11 @@ async def max_stream_series(node: NodeDep, db: DbDep, from_: str | None = Query(
 
 
 @router.get("/stream/viewers")
-async def live_unique_viewers(node: NodeDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
-                              granularity: str = "1h", stream_id: int | None = Query(None, ge=1, le=2**31 - 1),
-                              client_user_id: int | None = None) -> Any:
+async def live_unique_viewers(
+    node: NodeDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
+    granularity: str = "1h", stream_id: int | None = Query(None, ge=1, le=2**31 - 1),
+    client_user_id: int | None = Query(None, ge=-(2**31), le=2**31 - 1),
+) -> Any:
     try:
         _series_args(from_, to, granularity)
     except StatsError as exc:
@@ -136,9 +140,11 @@ async def live_unique_viewers(node: NodeDep, from_: str | None = Query(None, ali
 
 
 @router.get("/stream/watching_duration")
-async def watching_duration(node: NodeDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
-                            granularity: str = "1h", stream_id: int | None = Query(None, ge=1, le=2**31 - 1),
-                            client_user_id: int | None = None) -> Any:
+async def watching_duration(
+    node: NodeDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
+    granularity: str = "1h", stream_id: int | None = Query(None, ge=1, le=2**31 - 1),
+    client_user_id: int | None = Query(None, ge=-(2**31), le=2**31 - 1),
+) -> Any:
     try:
         _series_args(from_, to, granularity, require_to=False)
     except StatsError as exc:
@@ -147,9 +153,11 @@ async def watching_duration(node: NodeDep, from_: str | None = Query(None, alias
 
 
 @router.get("/stream/watching_duration/total")
-async def watching_duration_total(node: NodeDep, from_: str | None = Query(None, alias="from"),
-                                  to: str | None = None, stream_id: int | None = Query(None, ge=1, le=2**31 - 1),
-                                  client_user_id: int | None = None) -> Any:
+async def watching_duration_total(
+    node: NodeDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
+    stream_id: int | None = Query(None, ge=1, le=2**31 - 1),
+    client_user_id: int | None = Query(None, ge=-(2**31), le=2**31 - 1),
+) -> Any:
     try:
         if from_:
             _parse_time("from", from_)

@@ -40,7 +40,8 @@ async def stream_response(node: NodeDep, db: AsyncSession, stream: Stream,
     if with_broadcasts:
         docs = (await db.execute(select(Document).where(Document.kind == "broadcast"))).scalars().all()
         out["broadcasts"] = [{"id": d.id, **d.data} for d in docs
-                             if d.id in (stream.broadcast_ids or []) or stream.id in d.data.get("stream_ids", [])]
+                             if d.id in (stream.broadcast_ids or [])
+                             or stream.id in (d.data.get("stream_ids") or [])]
     return out
 
 
@@ -92,7 +93,8 @@ async def get_stream(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> dic
 
 
 @router.patch("/{stream_id}", response_model=StreamOut)
-async def update_stream(body: StreamUpdate, node: NodeDep, db: DbDep, stream_id: int = StreamId) -> dict[str, Any]:
+async def update_stream(body: StreamUpdate, node: NodeDep, db: DbDep,
+                        stream_id: int = StreamId) -> dict[str, Any]:
     stream = await load_stream(db, stream_id)
     fields = body.stream
     await _check_fields(db, fields, stream)

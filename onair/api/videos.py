@@ -35,6 +35,8 @@ async def list_videos(node: NodeDep, db: DbDep, response: Response,
             ids = [int(x) for x in id.split(",") if x.strip()]
         except ValueError:
             raise field_error("id", "must be a comma-separated list of integers") from None
+        if any(not 0 < i < 2**31 for i in ids):
+            raise field_error("id", "must be a comma-separated list of video ids")
         q = q.where(Video.id.in_(ids))
     if stream_id is not None:
         q = q.where(Video.stream_id == stream_id)
@@ -44,8 +46,11 @@ async def list_videos(node: NodeDep, db: DbDep, response: Response,
         q = q.where(Video.status == status)
     if client_user_id is not None:
         q = q.where(Video.client_user_id == client_user_id)
+    for name, value in (("id", id), ("status", status), ("search", search), ("fields", fields)):
+        if value is not None and "\x00" in value:
+            raise field_error(name, "must not contain NUL characters")
     if search:
-        conds = [Video.slug == search, Video.name.contains(search)]
+        conds = [Video.slug == search, Video.name.contains(search, autoescape=True)]
         if search.isdigit() and int(search) < 2**31:
             conds.append(Video.id == int(search))
         q = q.where(or_(*conds))
@@ -56,7 +61,8 @@ async def list_videos(node: NodeDep, db: DbDep, response: Response,
         if unknown:
             raise field_error("fields", f"unknown fields: {', '.join(sorted(unknown))}")
     total = (await db.execute(select(func.count()).select_from(q.subquery()))).scalar_one()
-    rows = (await db.execute(q.order_by(Video.id.desc()).offset((page - 1) * per_page).limit(per_page))).scalars()
+    rows = (await db.execute(q.order_by(Video.id.desc())
+                             .offset((page - 1) * per_page).limit(per_page))).scalars()
     response.headers["X-Total-Count"] = str(total)
     items = [video_out(node, v, list_item=True) for v in rows]
     if wanted:

@@ -1,5 +1,294 @@
-"""Playback routes: LL-HLS, DASH, MPEG-TS HLS and screenshots."""
+"""Playback over HTTP: LL-HLS (CMAF), LL-DASH, legacy HLS with MPEG-TS, and the stream screenshot.
 
-from fastapi import APIRouter
+Public paths follow the stream object's URLs (`/cmaf/{cid}_{sid}/master.m3u8` and so on); the
+rendition paths beneath them are internal and may change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import Counter
+
+from onair.delivery.live import LiveStreamPackage
+
+if TYPE_CHECKING:
+    from onair.media.lifecycle import LiveOutput
+    from onair.node import Node
 
 router = APIRouter(tags=["playback"])
+
+HLS_TYPE = "application/vnd.apple.mpegurl"
+NO_CACHE = {"Cache-Control": "no-cache, no-store"}
+SHORT_CACHE = {"Cache-Control": "public, max-age=1"}
+MEDIA_CACHE = {"Cache-Control": "public, max-age=30"}
+PLAYBACK_REQUESTS = Counter("onair_playback_requests_total", "Playback requests", ["kind", "status"])
+_PID = re.compile(r"^([0-9]{1,10})_([0-9]{1,10})$")
+_NAME = re.compile(r"^[A-Za-z0-9]{1,16}$")
+_SEG = re.compile(r"^seg([0-9]{1,9})\.m4s$")
+_PART = re.compile(r"^part([0-9]{1,9})\.([0-9]{1,4})\.m4s$")
+_TS = re.compile(r"^seg([0-9]{1,9})\.ts$")
+READY_WAIT = 4.0
+
+
+class PlaybackError(Exception):
+    def __init__(self, status: int, text: str, err_code: str | None = None) -> None:
+        self.status, self.text, self.err_code = status, text, err_code
+
+
+def _error(exc: PlaybackError, kind: str) -> Response:
+    PLAYBACK_REQUESTS.labels(kind, str(exc.status)).inc()
+    headers = {"X-Err-Code": exc.err_code, **NO_CACHE} if exc.err_code else dict(NO_CACHE)
+    return PlainTextResponse(exc.text + "\n", status_code=exc.status, headers=headers)
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+def _stream_id(node: Node, pid: str) -> int:
+    m = _PID.match(pid)
+    if m is None or int(m[1]) != node.settings.client_id:
+        raise PlaybackError(404, "no such stream", "2000")
+    return int(m[2])
+
+
+def _output(node: Node, pid: str) -> LiveOutput:
+    output = node.lifecycle.output(_stream_id(node, pid))
+    if output is None:
+        raise PlaybackError(404, "stream is not live", "1000")
+    return output
+
+
+async def _package(request: Request, pid: str) -> LiveStreamPackage:
+    node = _node(request)
+    output = _output(node, pid)
+    node.lifecycle.saw_viewer(output.stream_id, request.client.host if request.client else "?")
+    deadline = asyncio.get_running_loop().time() + READY_WAIT
+    # the first segment needs ffmpeg to start and produce a GOP: wait a little instead of failing at once
+    while output.package is None or not output.package.ready:
+        if output.ended or asyncio.get_running_loop().time() > deadline:
+            raise PlaybackError(404, "stream not ready yet", "3000")
+        try:
+            await asyncio.wait_for(output.package_ready.wait(), 0.2)
+        except TimeoutError:
+            pass
+        if output.package is not None and not output.package.ready:
+            await asyncio.sleep(0.1)  # between feeds there is no event to wait on; ready flips with data
+    return output.package
+
+
+def _rendition(pkg: LiveStreamPackage, name: str):  # type: ignore[no-untyped-def]
+    if not _NAME.match(name):
+        raise PlaybackError(404, "no such rendition")
+    try:
+        return pkg.rendition(name)
+    except KeyError:
+        raise PlaybackError(404, "no such rendition") from None
+
+
+@router.get("/time", include_in_schema=False)
+async def utc_time() -> PlainTextResponse:
+    # UTCTiming source for DASH players (urn:mpeg:dash:utc:http-iso:2014)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return PlainTextResponse(now, headers=NO_CACHE)
+
+
+@router.get("/cmaf/{pid}/master.m3u8")
+async def cmaf_master(request: Request, pid: str) -> Response:
+    try:
+        pkg = await _package(request, pid)
+    except PlaybackError as exc:
+        return _error(exc, "hls_master")
+    PLAYBACK_REQUESTS.labels("hls_master", "200").inc()
+    return Response(pkg.render_master(), media_type=HLS_TYPE, headers=SHORT_CACHE)
+
+
+@router.get("/cmaf/{pid}/index.mpd")
+async def dash_manifest(request: Request, pid: str) -> Response:
+    try:
+        pkg = await _package(request, pid)
+    except PlaybackError as exc:
+        return _error(exc, "dash_mpd")
+    PLAYBACK_REQUESTS.labels("dash_mpd", "200").inc()
+    return Response(pkg.render_mpd(include_in_progress=True), media_type="application/dash+xml", headers=NO_CACHE)
+
+
+@router.get("/cmaf/{pid}/{name}/index.m3u8")
+async def cmaf_media(request: Request, pid: str, name: str) -> Response:
+    q = request.query_params
+    try:
+        pkg = await _package(request, pid)
+        rendition = _rendition(pkg, name)
+        msn_s, part_s = q.get("_HLS_msn"), q.get("_HLS_part")
+        if part_s is not None and msn_s is None:
+            raise PlaybackError(400, "_HLS_part requires _HLS_msn")
+        if msn_s is not None:
+            if not msn_s.isdigit() or (part_s is not None and not part_s.isdigit()):
+                raise PlaybackError(400, "_HLS_msn and _HLS_part must be non-negative integers")
+            msn, part = int(msn_s), int(part_s) if part_s is not None else 0
+            if rendition.is_too_far_ahead(msn):
+                raise PlaybackError(400, "_HLS_msn is too far ahead of the live edge")
+            target = rendition.packager.target_duration or 2
+            await rendition.wait_for_part(msn, part, timeout=3 * target)
+        skip = q.get("_HLS_skip", "").upper() in ("YES", "V2")
+        body = pkg.render_media(name, skip=skip)
+    except PlaybackError as exc:
+        return _error(exc, "hls_media")
+    PLAYBACK_REQUESTS.labels("hls_media", "200").inc()
+    return Response(body, media_type=HLS_TYPE, headers=SHORT_CACHE if msn_s else NO_CACHE)
+
+
+@router.get("/cmaf/{pid}/{name}/{file}")
+async def cmaf_media_file(request: Request, pid: str, name: str, file: str) -> Response:
+    try:
+        pkg = await _package(request, pid)
+        rendition = _rendition(pkg, name)
+        packager = rendition.packager
+        if file == "init.mp4":
+            if not await rendition.wait_for_init(timeout=5) or packager.init is None:
+                raise PlaybackError(404, "no init segment")
+            return Response(packager.init, media_type="video/mp4", headers=MEDIA_CACHE)
+        if m := _PART.match(file):
+            msn, idx = int(m[1]), int(m[2])
+            if rendition.is_too_far_ahead(msn):
+                raise PlaybackError(404, "part not available")
+            # a preload-hinted part is requested before it exists: hold the request until it does
+            await rendition.wait_for_part(msn, idx, timeout=3 * (packager.target_duration or 2))
+            got = packager.get_part(msn, idx)
+            if got is None:
+                raise PlaybackError(404, "part not available")
+            return Response(got.data, media_type="video/mp4", headers=MEDIA_CACHE)
+        if m := _SEG.match(file):
+            chunks = await rendition.wait_for_segment_bytes(int(m[1]), timeout=3 * (packager.target_duration or 2))
+            if chunks is None:
+                raise PlaybackError(404, "segment not available")
+            seg = packager.get_segment(int(m[1]))
+            if seg is not None and seg.complete:
+                return Response(seg.data, media_type="video/mp4", headers=MEDIA_CACHE)
+            # the segment being written goes out with chunked transfer, part by part (LL-DASH)
+            return StreamingResponse(_guard(chunks), media_type="video/mp4", headers=NO_CACHE)
+        raise PlaybackError(404, "no such file")
+    except PlaybackError as exc:
+        return _error(exc, "cmaf_media")
+
+
+async def _guard(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield chunk
+
+
+# --- legacy HLS with MPEG-TS -----------------------------------------------------------------------
+
+def _ts_master(output: LiveOutput, query: str) -> str:
+    plan = output.transcoder.plan
+    pkg = output.package
+    audio_codec = "mp4a.40.2" if output.transcoder.stats.audio_codec else None
+    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for r in plan:
+        codec = "avc1.64001f"
+        if pkg is not None:
+            try:
+                codec = pkg.rendition(r.name).packager.track.codec
+            except (KeyError, AttributeError, ValueError):
+                pass
+        codecs = codec + (f",{audio_codec}" if audio_codec else "")
+        bandwidth = (r.video_kbps + (128 if audio_codec else 0)) * 1000
+        lines.append(f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={r.width}x{r.height},CODECS="{codecs}"')
+        lines.append(f"{r.name}/index.m3u8" + (f"?{query}" if query else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _duration_text(value: float) -> str:
+    return str(int(value)) if abs(value - round(value)) < 1e-6 else f"{value:.3f}".rstrip("0")
+
+
+def rewrite_ts_playlist(text: str, *, with_duration: bool, ended: bool, endlist: bool) -> str:
+    """ffmpeg's rolling playlist, with R32's `duration_sec=` and R33's ENDLIST rule applied."""
+    out: list[str] = []
+    duration: float | None = None
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-ENDLIST"):
+            continue
+        if line.startswith("#EXTINF:"):
+            try:
+                duration = float(line[8:].split(",")[0])
+            except ValueError:
+                duration = None
+        elif line and not line.startswith("#"):
+            name = line.rsplit("/", 1)[-1]
+            if with_duration and duration is not None:
+                name += f"?duration_sec={_duration_text(duration)}"
+            line = name
+        out.append(line)
+    if ended and endlist:
+        out.append("#EXT-X-ENDLIST")
+    return "\n".join(out) + "\n"
+
+
+@router.get("/mpegts/{pid}/master_mpegts.m3u8")
+async def ts_master(request: Request, pid: str) -> Response:
+    try:
+        await _package(request, pid)
+        output = _output(_node(request), pid)
+    except PlaybackError as exc:
+        return _error(exc, "ts_master")
+    query = "get_duration_sec=true" if request.query_params.get("get_duration_sec") == "true" else ""
+    return Response(_ts_master(output, query), media_type=HLS_TYPE, headers=SHORT_CACHE)
+
+
+@router.get("/mpegts/{pid}/{name}/index.m3u8")
+async def ts_media(request: Request, pid: str, name: str) -> Response:
+    try:
+        output = _output(_node(request), pid)
+        if not _NAME.match(name) or name not in {r.name for r in output.transcoder.plan}:
+            raise PlaybackError(404, "no such rendition")
+        path = output.ts_dir / name / "index.m3u8"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_WAIT
+        while not path.exists():
+            if output.ended or loop.time() > deadline:
+                raise PlaybackError(404, "stream not ready yet", "3000")
+            await asyncio.sleep(0.25)
+        text = path.read_text(errors="replace")
+    except PlaybackError as exc:
+        return _error(exc, "ts_media")
+    body = rewrite_ts_playlist(text, with_duration=request.query_params.get("get_duration_sec") == "true",
+                               ended=output.ended, endlist=output.endlist)
+    return Response(body, media_type=HLS_TYPE, headers=NO_CACHE)
+
+
+@router.get("/mpegts/{pid}/{name}/{file}")
+async def ts_segment(request: Request, pid: str, name: str, file: str) -> Response:
+    try:
+        output = _output(_node(request), pid)
+        if not _NAME.match(name) or not _TS.match(file):
+            raise PlaybackError(404, "no such segment")
+        path: Path = output.ts_dir / name / file
+        if not path.is_file():
+            raise PlaybackError(404, "no such segment")
+    except PlaybackError as exc:
+        return _error(exc, "ts_segment")
+    return FileResponse(path, media_type="video/mp2t", headers=MEDIA_CACHE)
+
+
+@router.get("/videoplatform/streams/{cid}/{sid}/screenshots/last.jpg")
+async def screenshot(request: Request, cid: str, sid: str) -> Response:
+    node = _node(request)
+    try:
+        output = _output(node, f"{cid}_{sid}")
+        path = output.screenshot_path
+        if not path.is_file():
+            raise PlaybackError(404, "no screenshot yet", "3000")
+        data = path.read_bytes()  # read whole: ffmpeg replaces it atomically every 10 s
+    except PlaybackError as exc:
+        return _error(exc, "screenshot")
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=5"})
