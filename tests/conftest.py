@@ -109,12 +109,39 @@ class OnairServer:
         return Gcore(api_key=API_KEY, base_url=self.base_url, max_retries=0)
 
 
+_PG_CREATED: list[str] = []
+
+
+def _pg_admin(sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_DSN_ADMIN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for name in _PG_CREATED:
+        try:
+            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except Exception:  # noqa: BLE001 - cleanup is best effort
+            pass
+
+
 def _pg_database() -> str:
     import asyncio
 
     import asyncpg
 
     name = "onair_test_" + uuid.uuid4().hex[:10]
+    _PG_CREATED.append(name)
 
     async def create() -> None:
         conn = await asyncpg.connect(PG_DSN_ADMIN)

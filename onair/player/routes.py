@@ -1,5 +1,140 @@
-"""Player pages."""
+"""The embeddable web player: `GET /streams/{cid}_{sid}` (the stream's `iframe_url`).
 
-from fastapi import APIRouter
+The page plays LL-HLS (CMAF) with hls.js, `?dash` plays the MPD with dash.js and `?no_low_latency`
+plays the MPEG-TS HLS. It reads what it needs from the public `GET /streams/{pid}/info.json`
+(never the push token or push URLs). hls.js and dash.js come from npm (`package.json`, installed by
+`make deps` into `node_modules/`) and are served under `/player/vendor/`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+
+from onair.store.models import Stream
+
+if TYPE_CHECKING:
+    from onair.node import Node
 
 router = APIRouter(tags=["player"])
+
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+TEMPLATE = HERE / "templates" / "player.html"
+NODE_MODULES_ENV = "ONAIR_PLAYER_NODE_MODULES"
+NO_CACHE = {"Cache-Control": "no-cache, no-store"}
+STATIC_CACHE = {"Cache-Control": "public, max-age=300"}
+_PID = re.compile(r"^([0-9]{1,10})_([0-9]{1,10})$")
+_STATIC = re.compile(r"^[A-Za-z0-9_-]{1,64}\.(js|css|svg)$")
+_MEDIA_TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
+# the only npm files served, by public name → path under node_modules
+VENDOR: dict[str, str] = {
+    "hls.min.js": "hls.js/dist/hls.min.js",
+    "dash.all.min.js": "dashjs/dist/dash.all.min.js",
+}
+
+
+def node_modules_dir() -> Path:
+    """`$ONAIR_PLAYER_NODE_MODULES`, else `node_modules/` at the repository root (beside package.json)."""
+    override = os.environ.get(NODE_MODULES_ENV)
+    if override:
+        return Path(override)
+    return HERE.parent.parent / "node_modules"
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+def _stream_id(node: Node, pid: str) -> int | None:
+    m = _PID.match(pid)
+    if m is None or int(m[1]) != node.settings.client_id:
+        return None
+    return int(m[2])
+
+
+async def _load(node: Node, pid: str) -> Stream | None:
+    sid = _stream_id(node, pid)
+    if sid is None:
+        return None
+    async with node.sessionmaker() as db:
+        return await db.get(Stream, sid)
+
+
+def stream_info(node: Node, stream: Stream) -> dict[str, Any]:
+    """What a viewer may know about a stream: playback URLs and state, no token, no push URLs."""
+    urls = node.urls.stream_urls(stream.id, stream.token)
+    output = node.lifecycle.output(stream.id)
+    return {
+        "id": stream.id,
+        "name": stream.name,
+        "active": stream.active,
+        "live": bool(output is not None and not output.ended),
+        "projection": stream.projection,
+        "html_overlay": stream.html_overlay,
+        "screenshot": urls["screenshot"],
+        "hls_cmaf_url": urls["hls_cmaf_url"],
+        "dash_url": urls["dash_url"],
+        "hls_mpegts_url": urls["hls_mpegts_url"],
+    }
+
+
+@router.get("/streams/{pid}/info.json")
+async def player_info(request: Request, pid: str) -> Response:
+    node = _node(request)
+    stream = await _load(node, pid)
+    if stream is None:
+        return JSONResponse({"error": "no such stream"}, status_code=404, headers=NO_CACHE)
+    return JSONResponse(stream_info(node, stream), headers=NO_CACHE)
+
+
+@router.get("/streams/{pid}", response_class=HTMLResponse)
+async def player_page(request: Request, pid: str) -> Response:
+    node = _node(request)
+    stream = await _load(node, pid)
+    if stream is None:
+        return HTMLResponse("<!doctype html><title>Not found</title><p>No such stream.</p>", status_code=404,
+                            headers=NO_CACHE)
+    info = stream_info(node, stream)
+    config = {
+        "info_url": f"/streams/{pid}/info.json",
+        "vendor": {"hls": "/player/vendor/hls.min.js", "dash": "/player/vendor/dash.all.min.js"},
+        "info": info,
+    }
+    # `</` cannot end the <script> block holding the JSON
+    config_json = json.dumps(config).replace("</", "<\\/")
+    page = (TEMPLATE.read_text(encoding="utf-8")
+            .replace("{{title}}", html.escape(stream.name or f"Stream {stream.id}"))
+            .replace("{{config}}", config_json))
+    return HTMLResponse(page, headers=NO_CACHE)
+
+
+@router.get("/player/static/{name}")
+async def player_static(name: str) -> Response:
+    m = _STATIC.match(name)
+    path = STATIC_DIR / name
+    if m is None or not path.is_file():
+        return PlainTextResponse("no such file\n", status_code=404)
+    return FileResponse(path, media_type=_MEDIA_TYPES[m[1]], headers=STATIC_CACHE)
+
+
+@router.get("/player/vendor/{name}")
+async def player_vendor(name: str) -> Response:
+    rel = VENDOR.get(name)
+    if rel is None:
+        return PlainTextResponse("no such file\n", status_code=404)
+    path = node_modules_dir() / rel
+    if not path.is_file():
+        return PlainTextResponse(
+            f"player library {rel} is not installed: run `make deps` (npm install) at the repository root, "
+            f"or point {NODE_MODULES_ENV} at a node_modules directory\n",
+            status_code=503, headers=NO_CACHE)
+    return FileResponse(path, media_type="text/javascript", headers=STATIC_CACHE)
