@@ -115,8 +115,9 @@ class RTMPServer:
         except _Done as done:
             reason = str(done)
         except asyncio.CancelledError:
+            # only stop() cancels these tasks; ending quietly keeps asyncio's stream callback from
+            # logging the cancellation as an error at every shutdown
             reason = "server stopping"
-            raise
         except (ConnectionError, OSError, ssl.SSLError) as exc:
             reason = "connection error"
             log.info("connection from %s failed: %s", peer, type(exc).__name__)
