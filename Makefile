@@ -45,3 +45,24 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) data
+
+# The web player's browser libraries (hls.js, dash.js) come from npm into node_modules/ (not the repo), and
+# the player tests and benchmarks drive Debian's Chromium through Playwright (never `playwright install`).
+.PHONY: player-deps browser-deps
+deps: player-deps browser-deps
+player-deps: node_modules/.stamp
+
+node_modules/.stamp: package.json $(wildcard package-lock.json)
+	@command -v npm >/dev/null || { echo "installing Debian packages: nodejs npm"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+	if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; \
+	else npm install --no-audit --no-fund --loglevel=error; fi
+	touch $@
+
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian packages: chromium"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi

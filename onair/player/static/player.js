@@ -12,7 +12,7 @@
   // ?ll=0 keeps the CMAF HLS but turns hls.js low-latency mode off (the benchmarks' baseline)
   var lowLatency = mode === "llhls" && params.get("ll") !== "0";
   var RETRY_MS = 3000;          // offline: probe the stream this often
-  var STALL_MS = 6000;          // no progress for this long while playing: check whether the stream ended
+  var STALL_MS = 4000;          // no progress for this long while playing: check whether the stream ended
   var LOAD_TIMEOUT_MS = 20000;  // never started playing within this: check again
 
   var root = document.getElementById("onair");
@@ -104,31 +104,41 @@
     retryTimer = setTimeout(start, 4 * RETRY_MS);
   }
 
-  // a fatal error, an ended playlist or a stall: offline when the source is gone, else start over
+  function fetchInfo() {
+    return fetch(cfg.info_url, { cache: "no-store" })
+      .then(function (r) { if (!r.ok) throw new Error("info " + r.status); return r.json(); });
+  }
+
+  // a fatal error, an ended playlist or a stall: offline when the stream is no longer live (an ended
+  // stream's playlists may still answer, with EXT-X-ENDLIST) or its source is gone, else start over
   function recheck(gen, reason) {
     if (gen !== generation) return;
     log("recheck: " + reason);
-    var url = sourceUrl(api.info);
-    probe(url).then(function (ok) {
-      if (gen !== generation) return;
-      if (ok) { teardown(); retryTimer = setTimeout(start, 1000); }
-      else offline(reason);
-    });
+    fetchInfo().then(function (info) {
+      if (gen !== generation) return null;
+      setInfo(info);
+      if (!info.live) { offline(reason + ", stream not live"); return null; }
+      return probe(sourceUrl(info)).then(function (ok) {
+        if (gen !== generation) return;
+        if (ok) { teardown(); retryTimer = setTimeout(start, 1000); }
+        else offline(reason + ", source gone");
+      });
+    }).catch(function (err) { if (gen === generation) offline(String(err && err.message || err)); });
   }
 
   function start() {
     teardown();
     var gen = generation;
     if (api.state !== "offline") setState("loading");
-    fetch(cfg.info_url, { cache: "no-store" })
-      .then(function (r) { if (!r.ok) throw new Error("info " + r.status); return r.json(); })
+    fetchInfo()
       .then(function (info) {
         if (gen !== generation) return null;
         setInfo(info);
-        if (info.live && info.screenshot) video.poster = info.screenshot + "?t=" + Date.now();
+        if (!info.live) { offline("not live"); return null; }
+        if (info.screenshot) setPoster(info.screenshot + "?t=" + Date.now());
         return probe(sourceUrl(info)).then(function (ok) {
           if (gen !== generation) return;
-          if (!ok) { offline(info.live ? "source not ready" : "not live"); return; }
+          if (!ok) { offline("source not ready"); return; }
           mediaRecoveries = 0;
           setState("loading");
           startWatchdog(gen);
@@ -137,6 +147,13 @@
         });
       })
       .catch(function (err) { if (gen === generation) offline(String(err && err.message || err)); });
+  }
+
+  // the poster is the stream's last screenshot, set only once it loads (right after going live there is none)
+  function setPoster(url) {
+    var img = new Image();
+    img.onload = function () { if (!video.poster || api.state !== "playing") video.poster = url; };
+    img.src = url;
   }
 
   function play() {
