@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     ffmpeg: str = Field("ffmpeg", description="ffmpeg binary used for transcoding")
     ingest_idle_timeout: float = Field(10.0, gt=0, description="seconds of silence before a publisher is dropped")
     live_window_segments: int = Field(6, ge=3, description="segments kept in a live playlist without DVR")
+    srt_latency_ms: int = Field(120, ge=20, le=60000, description="SRT receiver latency (ms); senders may ask for more")
+    failover_timeout: float = Field(3.0, gt=0, description="seconds without data before the backup ingest takes over")
+    failback_delay: float = Field(60.0, ge=0, description="seconds the primary must deliver again before it takes back")
+    pull_stall_timeout: float = Field(5.0, gt=0, description="seconds without data before a PULL moves to the next uri")
+    pull_inactivity_timeout: float = Field(7200.0, gt=0,
+                                           description="seconds a PULL may deliver nothing before active=false")
+    whip_loopback_candidates: bool | None = Field(
+        None, description="offer 127.0.0.1 as a WHIP ICE candidate; unset: only when BIND is loopback")
 
     @property
     def resolved_database_url(self) -> str:

@@ -37,7 +37,13 @@ class Listeners:
             await rtmps.start()
             self.servers.append(rtmps)
             node.ports.rtmps = rtmps.port
-        node.ports.srt = s.srt_port
+        from onair.ingest.srt.server import SRTServer
+
+        srt = SRTServer(node.lifecycle, node.lifecycle.directory, s.bind, s.srt_port,
+                        latency_ms=s.srt_latency_ms, idle_timeout=s.ingest_idle_timeout)
+        await srt.start()
+        self.servers.append(srt)
+        node.ports.srt = srt.port  # the real UDP port when ONAIR_SRT_PORT=0
 
     async def stop(self) -> None:
         for server in reversed(self.servers):
@@ -47,9 +53,11 @@ class Listeners:
 def build_http_app(node: Node):  # type: ignore[no-untyped-def]
     from onair.api.app import create_app
     from onair.delivery.routes import router as delivery_router
+    from onair.delivery.vod import router as vod_router
+    from onair.ingest.whip.routes import router as whip_router
     from onair.player.routes import router as player_router
 
-    return create_app(node, [delivery_router, player_router])
+    return create_app(node, [delivery_router, player_router, whip_router, vod_router])
 
 
 async def serve(settings: Settings) -> None:

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from onair.api.deps import DbDep, NodeDep
 from onair.api.errors import ApiError, field_error, not_found
 from onair.api.schemas import StreamCreate, StreamFields, StreamOut, StreamUpdate
-from onair.api.serialize import overlay_out, stream_out
-from onair.store.models import Document, Overlay, QualitySet, Stream
+from onair.api.serialize import overlay_out, stream_out, video_out
+from onair.store.models import Document, Overlay, QualitySet, Stream, Video
 from onair.timeutil import utcnow
 
 router = APIRouter(prefix="/streaming/streams", tags=["streams"])
@@ -152,8 +152,9 @@ async def start_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) -
 @router.put("/{stream_id}/stop_recording")
 async def stop_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> Any:
     await load_stream(db, stream_id)
-    video = await node.lifecycle.stop_recording(stream_id)
-    return video if video is not None else {}
+    video_id = await node.lifecycle.stop_recording(stream_id)
+    video = await db.get(Video, video_id) if video_id is not None else None
+    return video_out(node, video) if video is not None else {}  # R49: the new Video, or {} (S8)
 
 
 def raise_if_live_only(detail: str) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from onair.delivery.continuity import rebase_offset, shift_tfdt
 from onair.media.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init
 
 __all__ = [
@@ -58,6 +59,10 @@ class Segment:
     program_date_time: datetime
     parts: list[Part] = field(default_factory=list)
     complete: bool = False
+    discontinuity: bool = False  # first segment of a new encoder byte stream (EXT-X-DISCONTINUITY)
+    init_version: int = 0  # which init segment (TrackPackager.inits) its parts need
+    # Bytes dropped from memory (older than the in-memory window); a DVR store serves them from disk.
+    evicted: bool = False
     _data: bytes | None = field(default=None, init=False, repr=False)
 
     @property
@@ -103,9 +108,12 @@ class TrackPackager:
         *,
         target_segment: float = 2.0,
         window_segments: int,
+        memory_segments: int | None = None,
         on_segment_complete: SegmentCallback | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        """`window_segments` complete segments are listed in playlists (the DVR window when DVR is on);
+        only the newest `memory_segments` of them keep their bytes in memory (default: all)."""
         if target_segment <= 0:
             raise ValueError("target_segment must be > 0")
         if window_segments < 1:
@@ -113,6 +121,7 @@ class TrackPackager:
         self.name = name
         self.target_segment = target_segment
         self.window_segments = window_segments
+        self.memory_segments = window_segments if memory_segments is None else max(1, memory_segments)
         self.on_segment_complete = on_segment_complete
         self._clock = clock
         self._reader = BoxReader()
@@ -131,6 +140,14 @@ class TrackPackager:
         self._sample_ticks = 0
         self.wallclock_anchor: datetime | None = None  # wall clock at decode time 0
         self.ended = False
+        # Continuity across encoder restarts/switches (see onair.delivery.continuity).
+        self.inits: dict[int, bytes] = {}
+        self.init_version = 0
+        self.discontinuity_sequence = 0  # discontinuities that slid out of the window
+        self._restarting = False  # a new ftyp arrived; its moov is awaited
+        self._rebase = False  # the next fragment starts a new timeline
+        self._offset = 0  # added to decode times of the current byte stream
+        self._discontinuity_next = False
 
     # -- properties ---------------------------------------------------------------
 
@@ -190,7 +207,7 @@ class TrackPackager:
         return int(sum(s.size for s in recent) * 8 / dur) if dur > 0 else 0
 
     def _recent(self) -> list[Segment]:
-        recent = list(self.segments)[-_BANDWIDTH_SEGMENTS:]
+        recent = [s for s in list(self.segments)[-_BANDWIDTH_SEGMENTS:] if not s.evicted]  # evicted: no bytes
         if not recent and self.current is not None and self.current.parts:
             recent = [self.current]
         return recent
@@ -250,6 +267,23 @@ class TrackPackager:
             return None
         return seg.parts[part_index]
 
+    @staticmethod
+    def init_uri(version: int) -> str:
+        return "init.mp4" if version == 0 else f"init-{version}.mp4"
+
+    def restart(self) -> None:
+        """The producer starts a new fMP4 byte stream (ffmpeg restarted or switched to another input).
+
+        Drops any half-received box of the old stream; the new ftyp/moov and fragments that follow
+        continue this track: msn keeps counting, decode times are shifted to continue, and the next
+        segment is marked as a discontinuity.
+        """
+        self._reader = BoxReader()
+        self._moof = self._frag = None
+        if self._track is not None:
+            self._restarting = True
+            self._init_parts = []
+
     # -- input --------------------------------------------------------------------
 
     def feed(self, data: bytes | bytearray | memoryview) -> int:
@@ -270,6 +304,20 @@ class TrackPackager:
                 init = b"".join(self._init_parts)
                 self._track = parse_init(init)
                 self.init = init
+                self.inits[0] = init
+            elif btype in ("moof", "mdat"):
+                raise FMP4Error(f"{self.name}: {btype} before moov")
+            return 0
+        if btype == "ftyp":
+            # A new byte stream begins on this pipe (restarted/switched encoder): its moov follows.
+            # (The box reader is at a box boundary here, so unlike restart() it stays as it is.)
+            self._moof = self._frag = None
+            self._restarting = True
+            self._init_parts = [data]
+            return 0
+        if self._restarting:
+            if btype == "moov":
+                self._new_init(b"".join([*self._init_parts, data]))
             elif btype in ("moof", "mdat"):
                 raise FMP4Error(f"{self.name}: {btype} before moov")
             return 0
@@ -287,6 +335,19 @@ class TrackPackager:
             raise FMP4Error(f"{self.name}: init segment changed mid-stream")
         # ftyp/moov repeats, styp, sidx, prft, emsg, free, mfra: not needed for packaging.
         return 0
+
+    def _new_init(self, init: bytes) -> None:
+        self._restarting = False
+        self._rebase = True
+        if init == self.init:
+            return
+        old_ts = self.track.timescale
+        self._track = parse_init(init)
+        self.init = init
+        self.init_version += 1
+        self.inits[self.init_version] = init
+        if self._next_decode is not None and self._track.timescale != old_ts:
+            self._next_decode = self._next_decode * self._track.timescale // old_ts
 
     def _should_cut(self, cur: Segment, frag_start: int, frag_ticks: int, *, sync: bool) -> bool:
         ts = cur.timescale
@@ -313,6 +374,21 @@ class TrackPackager:
             start = self._next_decode if self._next_decode is not None else 0
         if frag.duration <= 0:
             raise FMP4Error(f"{self.name}: fragment without duration")
+        if self._rebase:
+            if track.is_video and not frag.first_sample_sync:
+                return 0  # the new stream's first segment must start on a sync sample too
+            wall = None
+            if self.wallclock_anchor is not None:
+                wall = round((self._clock() - self.wallclock_anchor).total_seconds() * ts)
+            self._offset = rebase_offset(start, self._next_decode, wall)
+            self._rebase = False
+            self._discontinuity_next = True
+            if self.current is not None and self.current.parts:
+                self._complete(self.current)
+            self.current = None
+        if self._offset:
+            start += self._offset
+            data = shift_tfdt(data, self._offset)
         if self._next_decode is not None and start + frag.duration <= self._next_decode:
             # e.g. an encoder restart reusing this pipe: timing would corrupt the window.
             raise FMP4Error(f"{self.name}: decode time went backwards ({start} < {self._next_decode})")
@@ -326,7 +402,9 @@ class TrackPackager:
             self._complete(cur)
             cur = None
         if cur is None:
-            cur = Segment(msn=self._next_msn, start_ticks=start, timescale=ts, program_date_time=now)
+            cur = Segment(msn=self._next_msn, start_ticks=start, timescale=ts, program_date_time=now,
+                          discontinuity=self._discontinuity_next, init_version=self.init_version)
+            self._discontinuity_next = False
             self._next_msn += 1
             self.current = cur
         part = Part(
@@ -351,9 +429,34 @@ class TrackPackager:
         self._max_segment = max(self._max_segment, seg.duration)
         self.segments.append(seg)
         while len(self.segments) > self.window_segments:
-            self.segments.popleft()
+            if self.segments.popleft().discontinuity:
+                self.discontinuity_sequence += 1
+        if len(self.inits) > 1:
+            used = {s.init_version for s in self.segments} | {self.init_version}
+            for version in [v for v in self.inits if v not in used]:
+                del self.inits[version]
         if self.on_segment_complete is not None:
             self.on_segment_complete(self, seg)
+        self._evict_old()
+
+    def _evict_old(self) -> None:
+        # Walk back from the oldest in-memory segment until one that is already evicted.
+        for i in range(len(self.segments) - self.memory_segments - 1, -1, -1):
+            old = self.segments[i]
+            if old.evicted:
+                break
+            old.evicted = True
+            old._data = None
+            # keep timing metadata for playlists; drop the media bytes
+            old.parts = [Part(b"", p.duration, p.independent, p.decode_time, p.duration_ticks, p.sample_count)
+                         for p in old.parts]
+
+    def trim(self, keep: int) -> list[int]:
+        """Drop all but the newest `keep` complete segments (DVR cleanup); returns the dropped MSNs."""
+        dropped: list[int] = []
+        while len(self.segments) > max(0, keep):
+            dropped.append(self.segments.popleft().msn)
+        return dropped
 
     def end(self) -> None:
         """Stream finished: finalise the in-progress segment; further input is ignored."""
@@ -454,6 +557,8 @@ def render_hls_media(
     segs: list[Segment] = list(track.segments)
     cur = track.current if track.current is not None and track.current.parts else None
     first_msn = segs[0].msn if segs else (cur.msn if cur is not None else 0)
+    first = segs[0] if segs else cur
+    map_version = first.init_version if first is not None else track.init_version
 
     lines = [
         "#EXTM3U",
@@ -463,8 +568,19 @@ def render_hls_media(
         f"CAN-SKIP-UNTIL={_fmt(skip_until)},PART-HOLD-BACK={_fmt_ceil(phb)}",
         f"#EXT-X-PART-INF:PART-TARGET={_fmt(part_target)}",
         f"#EXT-X-MEDIA-SEQUENCE:{first_msn}",
-        '#EXT-X-MAP:URI="init.mp4"',
     ]
+    if track.discontinuity_sequence:
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{track.discontinuity_sequence}")
+    lines.append(f'#EXT-X-MAP:URI="{track.init_uri(map_version)}"')
+
+    def boundary(seg: Segment) -> list[str]:
+        # A new encoder byte stream: timestamps jump, and the init segment may differ.
+        nonlocal map_version
+        out = ["#EXT-X-DISCONTINUITY"] if seg.discontinuity else []
+        if seg.init_version != map_version:
+            map_version = seg.init_version
+            out.append(f'#EXT-X-MAP:URI="{track.init_uri(map_version)}"')
+        return out
 
     skipped = 0
     if skip and segs:
@@ -477,12 +593,14 @@ def render_hls_media(
 
     with_parts = {s.msn for s in segs[-PART_SEGMENTS:]}
     for seg in segs[skipped:]:
+        lines.extend(boundary(seg))
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_iso(seg.program_date_time)}")
         if seg.msn in with_parts:
             lines.extend(_part_lines(seg))
         lines.append(f"#EXTINF:{_fmt(seg.duration)},")
         lines.append(f"seg{seg.msn}.m4s")
     if cur is not None:
+        lines.extend(boundary(cur))
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_iso(cur.program_date_time)}")
         lines.extend(_part_lines(cur))
     if ended:
@@ -651,7 +769,7 @@ def _segment_template(
     segs = list(tp.segments)
     attrs = {
         "timescale": str(ts),
-        "initialization": f"{tp.name}/init.mp4",
+        "initialization": f"{tp.name}/{tp.init_uri(tp.init_version)}",
         "media": f"{tp.name}/seg$Number$.m4s",
         "startNumber": str(segs[0].msn if segs else tp.first_msn or 0),
     }

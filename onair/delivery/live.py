@@ -170,6 +170,7 @@ class LiveStreamPackage:
         *,
         target_segment: float = 2.0,
         window_segments: int = 6,
+        memory_segments: int | None = None,
         on_segment_complete: SegmentCallback | None = None,
         clock: Callable[[], datetime] = _utcnow,
         latency_target: float = 3.0,
@@ -186,6 +187,7 @@ class LiveStreamPackage:
                     name,
                     target_segment=target_segment,
                     window_segments=window_segments,
+                    memory_segments=memory_segments,
                     on_segment_complete=on_segment_complete,
                     clock=clock,
                 )

@@ -34,7 +34,9 @@ _PID = re.compile(r"^([0-9]{1,10})_([0-9]{1,10})$")
 _NAME = re.compile(r"^[A-Za-z0-9]{1,16}$")
 _SEG = re.compile(r"^seg([0-9]{1,9})\.m4s$")
 _PART = re.compile(r"^part([0-9]{1,9})\.([0-9]{1,4})\.m4s$")
+_INIT = re.compile(r"^init-([0-9]{1,9})\.mp4$")
 _TS = re.compile(r"^seg([0-9]{1,9})\.ts$")
+_HLS_INT = re.compile(r"[0-9]{1,10}")
 READY_WAIT = 4.0
 
 
@@ -122,24 +124,38 @@ async def dash_manifest(request: Request, pid: str) -> Response:
     return Response(pkg.render_mpd(include_in_progress=True), media_type="application/dash+xml", headers=NO_CACHE)
 
 
+def parse_hls_query(
+    msn_s: str | None, part_s: str | None, skip_s: str | None
+) -> tuple[tuple[int, int] | None, bool]:
+    """LL-HLS `_HLS_msn`/`_HLS_part`/`_HLS_skip`: ((msn, part) of a blocking reload or None, skip).
+
+    Raises PlaybackError(400) for malformed values (pure: fuzzed by `fuzz/targets.py` hls_query).
+    """
+    if part_s is not None and msn_s is None:
+        raise PlaybackError(400, "_HLS_part requires _HLS_msn")
+    skip = (skip_s or "").upper() in ("YES", "V2")
+    if msn_s is None:
+        return None, skip
+    # ASCII digits only: str.isdigit() accepts "²" (int() then fails) and int() refuses > 4300 digits
+    if not _HLS_INT.fullmatch(msn_s) or (part_s is not None and not _HLS_INT.fullmatch(part_s)):
+        raise PlaybackError(400, "_HLS_msn and _HLS_part must be non-negative integers")
+    return (int(msn_s), int(part_s) if part_s is not None else 0), skip
+
+
 @router.get("/cmaf/{pid}/{name}/index.m3u8")
 async def cmaf_media(request: Request, pid: str, name: str) -> Response:
     q = request.query_params
     try:
         pkg = await _package(request, pid)
         rendition = _rendition(pkg, name)
-        msn_s, part_s = q.get("_HLS_msn"), q.get("_HLS_part")
-        if part_s is not None and msn_s is None:
-            raise PlaybackError(400, "_HLS_part requires _HLS_msn")
-        if msn_s is not None:
-            if not msn_s.isdigit() or (part_s is not None and not part_s.isdigit()):
-                raise PlaybackError(400, "_HLS_msn and _HLS_part must be non-negative integers")
-            msn, part = int(msn_s), int(part_s) if part_s is not None else 0
+        msn_s = q.get("_HLS_msn")
+        blocking, skip = parse_hls_query(msn_s, q.get("_HLS_part"), q.get("_HLS_skip"))
+        if blocking is not None:
+            msn, part = blocking
             if rendition.is_too_far_ahead(msn):
                 raise PlaybackError(400, "_HLS_msn is too far ahead of the live edge")
             target = rendition.packager.target_duration or 2
             await rendition.wait_for_part(msn, part, timeout=3 * target)
-        skip = q.get("_HLS_skip", "").upper() in ("YES", "V2")
         body = pkg.render_media(name, skip=skip)
     except PlaybackError as exc:
         return _error(exc, "hls_media")
@@ -156,7 +172,10 @@ async def cmaf_media_file(request: Request, pid: str, name: str, file: str) -> R
         if file == "init.mp4":
             if not await rendition.wait_for_init(timeout=5) or packager.init is None:
                 raise PlaybackError(404, "no init segment")
-            return Response(packager.init, media_type="video/mp4", headers=MEDIA_CACHE)
+            return Response(packager.inits.get(0, packager.init), media_type="video/mp4", headers=MEDIA_CACHE)
+        if (m := _INIT.match(file)) and (init := packager.inits.get(int(m[1]))) is not None:
+            # init segment of a later encoder byte stream (after a failover or transcoder restart)
+            return Response(init, media_type="video/mp4", headers=MEDIA_CACHE)
         if m := _PART.match(file):
             msn, idx = int(m[1]), int(m[2])
             if rendition.is_too_far_ahead(msn):
@@ -167,6 +186,13 @@ async def cmaf_media_file(request: Request, pid: str, name: str, file: str) -> R
             if got is None:
                 raise PlaybackError(404, "part not available")
             return Response(got.data, media_type="video/mp4", headers=MEDIA_CACHE)
+        if (m := _SEG.match(file)) and (old := packager.get_segment(int(m[1]))) is not None and old.evicted:
+            # older than the in-memory window: a DVR segment on disk
+            dvr = _output(_node(request), pid).dvr
+            data = await asyncio.to_thread(dvr.read, name, old.msn) if dvr is not None else None
+            if data is None:
+                raise PlaybackError(404, "segment not available")
+            return Response(data, media_type="video/mp4", headers=MEDIA_CACHE)
         if m := _SEG.match(file):
             chunks = await rendition.wait_for_segment_bytes(int(m[1]), timeout=3 * (packager.target_duration or 2))
             if chunks is None:
@@ -223,6 +249,8 @@ def rewrite_ts_playlist(text: str, *, with_duration: bool, ended: bool, endlist:
                 duration = float(line[8:].split(",")[0])
             except ValueError:
                 duration = None
+            if duration is not None and not 0 <= duration < 1e9:  # nan/inf cannot be rounded
+                duration = None
         elif line and not line.startswith("#"):
             name = line.rsplit("/", 1)[-1]
             if with_duration and duration is not None:
@@ -259,6 +287,8 @@ async def ts_media(request: Request, pid: str, name: str) -> Response:
                 raise PlaybackError(404, "stream not ready yet", "3000")
             await asyncio.sleep(0.25)
         text = path.read_text(errors="replace")
+        if output.dvr is not None:
+            text = output.dvr.filter_ts(name, text)  # hides what dvr_cleanup removed
     except PlaybackError as exc:
         return _error(exc, "ts_media")
     body = rewrite_ts_playlist(text, with_duration=request.query_params.get("get_duration_sec") == "true",

@@ -9,7 +9,11 @@ __all__ = ["IngestGateway", "IngestRefused", "IngestSession"]
 
 
 class IngestRefused(Exception):
-    """Publishing refused; str(exc) is the reason."""
+    """Publishing refused; str(exc) is the reason, `code` the WHIP X-Reason-Code (spec R21) when one applies."""
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class IngestSession(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,5 +39,16 @@ class VideoLibrary:
     def delete_files(self, v: Video) -> None:
         shutil.rmtree(self.video_dir(v.slug), ignore_errors=True)
 
+    @property
+    def clips_root(self) -> Path:
+        return self.root.parent / "clips"
+
+    def clip_dir(self, clip_id: str) -> Path:
+        return self.clips_root / clip_id
+
     def clip_renditions(self, c: Clip) -> list[str]:
-        return []
+        try:
+            meta = json.loads((self.clip_dir(c.id) / "meta.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(r) for r in meta.get("renditions", [])]

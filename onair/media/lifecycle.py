@@ -17,15 +17,22 @@ from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.config import Settings
+from onair.delivery.cmaf import Segment, SegmentCallback, TrackPackager
 from onair.delivery.live import LiveStreamPackage
+from onair.ingest.directory import IngestDirectory
 from onair.ingest.gateway import IngestRefused
 from onair.ingest.keys import StreamKey, parse_stream_key
+from onair.ingest.pull import PullManager
+from onair.media.clipper import Clipper
+from onair.media.dvr import DvrStore, dvr_cleanup
+from onair.media.failover import FeedSwitch, failover_loop, live_values
 from onair.media.ladder import AUDIO_TRACK, Rendition, transcoded_quality_names
 from onair.media.library import VideoLibrary
+from onair.media.recording import Recordings
 from onair.media.transcoder import Transcoder
 from onair.store.models import QualitySet, Stream, StreamSample
 from onair.timeutil import utcnow
@@ -38,6 +45,10 @@ LIVE_STREAMS = Gauge("onair_live_streams", "Streams currently receiving a source
 TRANSCODER_RESTARTS = Counter("onair_transcoder_restarts_total", "ffmpeg transcoder restarts")
 
 SOURCE_TYPES = {"rtmp": "rtmp", "rtmps": "rtmp", "srt": "srt", "whip": "webrtc", "https": "https"}
+# WHIP X-Reason-Code of a refusal (spec R21), keyed by the reason _refusal returns
+REFUSAL_CODES = {"unknown stream": 2001, "wrong stream key": 2002,
+                 "stream key already in use by another connection": 2003,
+                 "stream is switched off (active=false)": 2004}
 
 
 @dataclass
@@ -61,7 +72,7 @@ class LiveOutput:
     """The transcoder and packaged output of one live session."""
 
     def __init__(self, stream_id: int, work_dir: Path, settings: Settings, input_format: str,
-                 renditions: list[Rendition], on_stats: object = None) -> None:
+                 renditions: list[Rendition], on_stats: object = None, dvr_seconds: int | None = None) -> None:
         self.stream_id = stream_id
         self.work_dir = work_dir
         self.settings = settings
@@ -69,30 +80,73 @@ class LiveOutput:
         self.ended = False
         self.endlist = True
         self.package_ready = asyncio.Event()
-        self.transcoder = Transcoder(stream_id=stream_id, input_format=input_format, renditions=renditions,
-                                     work_dir=work_dir, on_track_data=self._on_track_data,
-                                     on_restart=self._on_restart, ffmpeg=settings.ffmpeg)
+        # DVR on: playlists list dvr_seconds from disk; memory keeps the short live window either way
+        self.dvr = DvrStore(work_dir / "dvr", dvr_seconds) if dvr_seconds else None
+        self.window_segments = self.dvr.window if self.dvr else settings.live_window_segments
+        # completed-segment listeners (DVR store, transcoded recordings)
+        self.segment_listeners: list[SegmentCallback] = [self.dvr.on_segment] if self.dvr else []
+        self.renditions = renditions
+        self.feeds = FeedSwitch(self)  # primary/backup publishers and which one feeds the transcoder
+        self._generation = 0  # of the current transcoder; older ones' output is dropped
+        self._restart_pending: set[str] = set()  # tracks whose next bytes start a new fMP4 stream
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.transcoder = self._make_transcoder(input_format, clean_ts_dir=True)
+
+    def _make_transcoder(self, input_format: str, *, clean_ts_dir: bool) -> Transcoder:
+        self._generation += 1
+        gen = self._generation
+        return Transcoder(stream_id=self.stream_id, input_format=input_format, renditions=self.renditions,
+                          work_dir=self.work_dir, on_track_data=lambda t, d: self._on_track_data(t, d, gen),
+                          on_restart=lambda: self._on_restart(gen), ffmpeg=self.settings.ffmpeg,
+                          hls_list_size=self.window_segments, clean_ts_dir=clean_ts_dir)
+
+    def replace_transcoder(self, input_format: str) -> Transcoder:
+        """A new transcoder takes over (failover); the package continues across it."""
+        self.transcoder = self._make_transcoder(input_format, clean_ts_dir=False)
+        self._restart_pending = {r.name for r in self.package.renditions()} if self.package else set()
+        return self.transcoder
+
+    def retire_transcoder(self, old: Transcoder) -> None:
+        task = asyncio.create_task(old.stop())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def _new_package(self) -> LiveStreamPackage:
         plan = self.transcoder.plan
         has_audio = bool(self.transcoder.stats.audio_codec)
         return LiveStreamPackage([r.name for r in plan], AUDIO_TRACK if has_audio else None,
-                                 window_segments=self.settings.live_window_segments)
+                                 window_segments=self.window_segments,
+                                 memory_segments=self.settings.live_window_segments,
+                                 on_segment_complete=self._segment_complete)
 
-    def _on_track_data(self, track: str, data: bytes) -> None:
+    def _segment_complete(self, tp: TrackPackager, seg: Segment) -> None:
+        for listener in list(self.segment_listeners):
+            try:
+                listener(tp, seg)
+            except Exception:  # a listener bug must not break packaging
+                log.exception("segment listener failed", extra={"stream_id": self.stream_id})
+
+    def _on_track_data(self, track: str, data: bytes, generation: int = 0) -> None:
+        if generation != self._generation:
+            return  # a retired transcoder flushing its last bytes
         if self.package is None:
             self.package = self._new_package()
             self.package_ready.set()
         try:
+            if track in self._restart_pending:
+                self._restart_pending.discard(track)
+                self.package.rendition(track).packager.restart()
             self.package.feed(track, data)
         except (KeyError, ValueError) as exc:
             log.warning("dropping transcoder output", extra={"stream_id": self.stream_id, "track": track,
                                                                "error": str(exc)})
 
-    def _on_restart(self) -> None:
-        # a restarted ffmpeg begins new fMP4 streams (new init, timestamps from 0): start a fresh package
+    def _on_restart(self, generation: int = 0) -> None:
+        # a restarted ffmpeg begins new fMP4 streams (new init, timestamps from 0): the packager keeps
+        # the playlists going across them (msn continues, EXT-X-DISCONTINUITY)
         TRANSCODER_RESTARTS.inc()
-        self.package = None
+        if generation == self._generation and self.package is not None:
+            self._restart_pending = {r.name for r in self.package.renditions()}
 
     @property
     def ts_dir(self) -> Path:
@@ -107,9 +161,13 @@ class LiveOutput:
 
     async def stop(self) -> None:
         await self.transcoder.stop()
+        if self._retiring:
+            await asyncio.wait(list(self._retiring), timeout=15)
         self.ended = True
         if self.package is not None:
             self.package.end()
+        if self.dvr is not None:
+            self.dvr.close()  # queued writes still complete; the files stay until the next session
 
 
 class Publisher:
@@ -125,6 +183,7 @@ class Publisher:
         self.closed = asyncio.Event()
         self.started = time.monotonic()
         self.bytes_in = 0
+        self.pulled = False  # fed by the node's own PULL client
         self._announced = False
         self._ended = False
 
@@ -136,7 +195,9 @@ class Publisher:
         if not self._announced:
             self._announced = True
             await self.lifecycle._mark_live(self)
-        await self.output.transcoder.write(data)
+        await self.output.feeds.write(self, data)
+        if not self.key.backup:  # the recorder tees the primary source (origin recordings)
+            await self.lifecycle.recordings.feed(self.key.stream_id, data)
 
     async def close(self, reason: str) -> None:
         if self._ended:
@@ -152,12 +213,17 @@ class StreamLifecycle:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.library = library
+        self.recordings = Recordings(settings.data_dir / "recordings", sessionmaker, library, settings.ffmpeg)
+        self.clips = Clipper(sessionmaker, library, self.recordings)
         self._runtime: dict[int, RuntimeStats] = {}
         self._publishers: dict[tuple[int, bool], Publisher] = {}
         self._outputs: dict[int, LiveOutput] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stats_task: asyncio.Task[None] | None = None
+        self._failover_task: asyncio.Task[None] | None = None
+        self.directory = IngestDirectory()  # who may push, for the SRT handshake (no DB there)
+        self.pulls = PullManager(self)
         self.sample_period = 10.0
 
     # --- queries used by the API and playback -------------------------------------------------------
@@ -183,7 +249,9 @@ class StreamLifecycle:
             rt.viewers[client] = time.monotonic()
 
     # --- ingest gateway -----------------------------------------------------------------------------
-    async def open_session(self, *, protocol: str, app: str, stream_name: str, remote: str) -> Publisher:
+    async def open_session(self, *, protocol: str, app: str, stream_name: str, remote: str,
+                           pull: bool = False) -> Publisher:
+        """`pull=True`: the node's own PULL client (onair.ingest.pull) feeding a pull stream."""
         if protocol in ("rtmp", "rtmps") and app != "in":
             INGEST_SESSIONS.labels(protocol, "refused").inc()
             raise IngestRefused("unknown application: publish to /in/{stream key}")
@@ -194,24 +262,37 @@ class StreamLifecycle:
         async with self._lock:
             async with self.sessionmaker() as db:
                 stream = await db.get(Stream, key.stream_id)
-                reason = self._refusal(stream, key)
+                reason = self._refusal(stream, key, pull)
                 if reason is None and stream is not None:
                     qs = await self._quality_set(db, stream.quality_set_id)
             if reason is not None or stream is None:
                 INGEST_SESSIONS.labels(protocol, "refused").inc()
                 log.info("publish refused", extra={"stream": key.redacted(), "protocol": protocol,
                                                    "remote": remote, "reason": reason})
-                raise IngestRefused(reason or "unknown stream")
-            input_format = "mpegts" if protocol in ("srt", "https") else "flv"
+                raise IngestRefused(reason or "unknown stream", REFUSAL_CODES.get(reason or "unknown stream"))
+            input_format = "mpegts" if protocol in ("srt", "https", "whip") else "flv"
+            running = self._outputs.get(key.stream_id)
+            if running is not None and not running.ended and running.feeds.publishers:
+                # the stream's other ingest (primary or backup) is live: join as the standby feed (R17)
+                publisher = Publisher(self, key, protocol, input_format, running)
+                running.feeds.attach(publisher, feeding=False)
+                self._publishers[(key.stream_id, key.backup)] = publisher
+                INGEST_SESSIONS.labels(protocol, "accepted").inc()
+                LIVE_STREAMS.set(len(self._publishers))
+                log.info("publish accepted as standby feed", extra={"stream": key.redacted(), "protocol": protocol,
+                                                                    "remote": remote})
+                return publisher
             previous = self._outputs.pop(key.stream_id, None)
             if previous is not None:
                 await previous.stop()
             work_dir = self.settings.data_dir / "live" / str(key.stream_id)
             shutil.rmtree(work_dir, ignore_errors=True)
             work_dir.mkdir(parents=True, exist_ok=True)
-            output = LiveOutput(key.stream_id, work_dir, self.settings, input_format, renditions_of(qs))
+            output = LiveOutput(key.stream_id, work_dir, self.settings, input_format, renditions_of(qs),
+                                dvr_seconds=stream.dvr_duration if stream.dvr_enabled else None)
             output.endlist = stream.hls_mpegts_endlist_tag
             publisher = Publisher(self, key, protocol, input_format, output)
+            output.feeds.attach(publisher, feeding=True)
             self._publishers[(key.stream_id, key.backup)] = publisher
             self._outputs[key.stream_id] = output
             self._runtime[key.stream_id] = RuntimeStats()
@@ -221,16 +302,16 @@ class StreamLifecycle:
         log.info("publish accepted", extra={"stream": key.redacted(), "protocol": protocol, "remote": remote})
         return publisher
 
-    def _refusal(self, stream: Stream | None, key: StreamKey) -> str | None:
-        if stream is None or not hmac.compare_digest(stream.token.encode(), key.token.encode()):
-            return "unknown stream or wrong key"
+    def _refusal(self, stream: Stream | None, key: StreamKey, pull: bool = False) -> str | None:
+        if stream is None:
+            return "unknown stream"
+        if not hmac.compare_digest(stream.token.encode(), key.token.encode()):
+            return "wrong stream key"
         if not stream.active:
             return "stream is switched off (active=false)"
-        if stream.pull:
-            return "stream is a PULL stream: pushes are refused"
-        if key.backup:
-            return "backup ingest is not enabled on this node"
-        if any(sid == key.stream_id for sid, _ in self._publishers):
+        if stream.pull != pull:
+            return "stream is a PULL stream: pushes are refused" if stream.pull else "stream is not a PULL stream"
+        if (key.stream_id, key.backup) in self._publishers:
             return "stream key already in use by another connection"
         return None
 
@@ -243,8 +324,12 @@ class StreamLifecycle:
         now = utcnow()
         async with self.sessionmaker() as db:
             await db.execute(update(Stream).where(Stream.id == pub.key.stream_id).values(
-                live=True, started_at_primary=now, stream_source_type=SOURCE_TYPES.get(pub.protocol, pub.protocol)))
+                **live_values(pub, now, SOURCE_TYPES.get(pub.protocol, pub.protocol))))
             await db.commit()
+            stream = await db.get(Stream, pub.key.stream_id)
+        if stream is not None and not pub.key.backup:
+            # R48 auto_record, R50 a source back within the grace period continues its recording
+            await self.recordings.source_resumed(stream, pub.output)
 
     async def _publisher_ended(self, pub: Publisher, reason: str) -> None:
         sid = pub.key.stream_id
@@ -255,25 +340,51 @@ class StreamLifecycle:
         LIVE_STREAMS.set(len(self._publishers))
         log.info("publisher ended", extra={"stream": pub.key.redacted(), "reason": reason,
                                             "bytes": pub.bytes_in, "seconds": round(time.monotonic() - pub.started, 1)})
+        remaining = pub.output.feeds.detach(pub)
+        ended = {"backup_live": False} if pub.key.backup else {"live": False, "finished_at_primary": utcnow()}
         async with self.sessionmaker() as db:
-            await db.execute(update(Stream).where(Stream.id == sid).values(live=False, finished_at_primary=utcnow()))
+            await db.execute(update(Stream).where(Stream.id == sid).values(**ended))
             await db.commit()
-        self._runtime.pop(sid, None)
-        await pub.output.stop()
+        if remaining is not None and not pub.output.ended:
+            # the other ingest carries the stream on (R17); take it at once if this one was feeding
+            if pub.output.feeds.feeding is pub:
+                await pub.output.feeds.switch_to(remaining, "feed disconnected")
+                await self._feed_switched(pub.output, remaining)
+        else:
+            self._runtime.pop(sid, None)
+            await pub.output.stop()
+        if not pub.key.backup:
+            await self.recordings.source_ended(sid)
+
+    async def _feed_switched(self, output: LiveOutput, pub: Publisher) -> None:
+        async with self.sessionmaker() as db:
+            await db.execute(update(Stream).where(Stream.id == output.stream_id).values(
+                stream_source_type=SOURCE_TYPES.get(pub.protocol, pub.protocol)))
+            await db.commit()
 
     # --- background work ----------------------------------------------------------------------------
     async def start(self) -> None:
+        async with self.sessionmaker() as db:
+            for stream in (await db.execute(select(Stream))).scalars():
+                self.directory.update(stream)
         self._stats_task = asyncio.create_task(self._stats_loop())
+        self._failover_task = asyncio.create_task(failover_loop(self))
+        await self.pulls.start()
+        await self.recordings.recover()  # recordings a crashed run left behind go into the library
 
     async def shutdown(self) -> None:
         if self._stats_task is not None:
             self._stats_task.cancel()
+        if self._failover_task is not None:
+            self._failover_task.cancel()
+        await self.pulls.stop()
         for pub in list(self._publishers.values()):
             pub.closed.set()
             await pub.close("server shutting down")
         for output in list(self._outputs.values()):
             if not output.ended:
                 await output.stop()
+        await self.recordings.shutdown()
 
     async def _stats_loop(self) -> None:
         last_sample = time.monotonic()
@@ -285,6 +396,7 @@ class StreamLifecycle:
                     rt = self._runtime.get(sid)
                     if rt is not None:
                         self._apply_stats(rt, pub.output.transcoder)
+                        rt.recording_duration = self.recordings.duration(sid)
                 if time.monotonic() - last_sample >= self.sample_period:
                     period = time.monotonic() - last_sample
                     last_sample = time.monotonic()
@@ -307,6 +419,8 @@ class StreamLifecycle:
         rows = []
         now: datetime = utcnow()
         for (sid, _backup), pub in list(self._publishers.items()):
+            if pub.output.feeds.feeding is not pub:
+                continue  # a standby feed is not what viewers get
             st = pub.output.transcoder.stats
             delta = pub.bytes_in - last_bytes.get(sid, 0)
             last_bytes[sid] = pub.bytes_in
@@ -321,9 +435,9 @@ class StreamLifecycle:
                 await db.commit()
 
     # --- hooks called by the API --------------------------------------------------------------------
-    def _kick(self, stream_id: int, reason: str) -> None:
+    def _kick(self, stream_id: int, reason: str, pushes_only: bool = False) -> None:
         for (sid, _backup), pub in list(self._publishers.items()):
-            if sid == stream_id:
+            if sid == stream_id and not (pushes_only and pub.pulled):
                 log.info("ending publisher", extra={"stream": pub.key.redacted(), "reason": reason})
                 pub.closed.set()
                 task = asyncio.create_task(pub.close(reason))
@@ -331,15 +445,19 @@ class StreamLifecycle:
                 task.add_done_callback(self._tasks.discard)
 
     async def stream_changed(self, stream: Stream) -> None:
+        self.directory.update(stream)
         if not stream.active:
             self._kick(stream.id, "stream switched off")
         elif stream.pull:
-            self._kick(stream.id, "stream switched to PULL")
+            self._kick(stream.id, "stream switched to PULL", pushes_only=True)
         output = self._outputs.get(stream.id)
         if output is not None:
             output.endlist = stream.hls_mpegts_endlist_tag
+        await self.pulls.changed(stream)
 
     async def stream_deleted(self, stream_id: int) -> None:
+        self.directory.remove(stream_id)
+        await self.pulls.deleted(stream_id)
         self._kick(stream_id, "stream deleted or its key reset")
         output = self._outputs.pop(stream_id, None)
         if output is not None and not output.ended:
@@ -352,13 +470,23 @@ class StreamLifecycle:
         pass
 
     async def dvr_cleanup(self, stream_id: int) -> None:
-        pass  # DVR lands with the recording issue; the live window is already short
+        output = self._outputs.get(stream_id)
+        if output is not None:
+            dvr_cleanup(output)
 
     async def start_recording(self, stream_id: int) -> None:
-        pass
+        output = self._outputs.get(stream_id)
+        if output is None or output.ended:
+            return
+        async with self.sessionmaker() as db:
+            stream = await db.get(Stream, stream_id)
+        if stream is not None:
+            await self.recordings.start(stream, output)
 
-    async def stop_recording(self, stream_id: int) -> dict[str, object] | None:
-        return None
+    async def stop_recording(self, stream_id: int) -> int | None:
+        """Returns the id of the Video the recording became, None when nothing was recording."""
+        return await self.recordings.stop(stream_id)
 
-    async def clip_requested(self, clip_id: str) -> None:
-        pass
+    async def clip_requested(self, clip_id: str) -> int | None:
+        """Schedules the cut; returns the id of the Video made for a vod_required clip."""
+        return await self.clips.requested(clip_id, self)

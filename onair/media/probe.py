@@ -88,25 +88,30 @@ def _parse_ratio(text: object) -> float | None:
     return value if 0 < value < 1000 else None
 
 
+def _name(value: object) -> str:
+    return value if isinstance(value, str) and value else "unknown"
+
+
 def parse_ffprobe_json(text: str) -> SourceInfo:
     """Parse ``ffprobe -show_streams -of json`` output; first video and first audio stream win."""
     try:
         data = json.loads(text or "{}")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, over-long integers, absurd nesting
         return SourceInfo()
+    streams = data.get("streams") if isinstance(data, dict) else None
     width = height = None
     fps: float | None = None
     vcodec = acodec = None
-    for st in data.get("streams") or []:
+    for st in streams if isinstance(streams, list) else []:
         if not isinstance(st, dict):
             continue
         if st.get("codec_type") == "video" and vcodec is None:
-            vcodec = st.get("codec_name") or "unknown"
+            vcodec = _name(st.get("codec_name"))
             w, h = st.get("width"), st.get("height")
             if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
                 width, height = w, h
             # avg_frame_rate is the measured rate; r_frame_rate can be a timebase-ish guess (e.g. 1000).
             fps = _parse_ratio(st.get("avg_frame_rate")) or _parse_ratio(st.get("r_frame_rate"))
         elif st.get("codec_type") == "audio" and acodec is None:
-            acodec = st.get("codec_name") or "unknown"
+            acodec = _name(st.get("codec_name"))
     return SourceInfo(width, height, fps, vcodec, acodec)

@@ -237,6 +237,7 @@ def build_ffmpeg_command(
     track_fds: dict[str, int],
     progress_fd: int,
     screenshot: bool = True,
+    hls_list_size: int = HLS_LIST_SIZE,
 ) -> list[str]:
     """Build the ffmpeg argv. Paths are relative: ffmpeg runs with ``cwd=work_dir`` (so tee option
     strings never need path escaping). ``track_fds`` maps track names (rendition names and
@@ -253,7 +254,7 @@ def build_ffmpeg_command(
     ]  # fmt: skip
     frag = f"f=mp4:movflags={FMP4_MOVFLAGS}:frag_duration={FRAG_DURATION_US}"
     hls = (
-        f"f=hls:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={HLS_LIST_SIZE}"
+        f"f=hls:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={hls_list_size}"
         # append_list: after a restart ffmpeg continues the old playlist (numbering included) and
         # marks the break with EXT-X-DISCONTINUITY; temp_file: segments appear atomically.
         ":hls_flags=program_date_time+delete_segments+independent_segments+temp_file+append_list"
@@ -286,6 +287,10 @@ def build_ffmpeg_command(
             "-pix_fmt", "yuv420p", "-sc_threshold", "0",
             "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_S})",
         ]  # fmt: skip
+        if source.fps is None:
+            # variable-rate source (WebRTC): without a rate ffmpeg's CFR default would duplicate frames at
+            # the time-base rate (90 kHz for MPEG-TS); keep the source timing instead
+            cmd += ["-fps_mode", "vfr"]
         for i, r in enumerate(plan):
             gop = max(1, round(KEYFRAME_INTERVAL_S * output_fps(r, source.fps)))
             kb = r.video_kbps
@@ -366,6 +371,8 @@ class Transcoder:
         on_restart: Callable[[], None] | None = None,
         ffmpeg: str = "ffmpeg",
         max_restarts: int = 10,
+        hls_list_size: int = HLS_LIST_SIZE,
+        clean_ts_dir: bool = True,
     ) -> None:
         if input_format not in ("flv", "mpegts"):
             raise ValueError(f"unsupported input format {input_format!r}")
@@ -379,6 +386,10 @@ class Transcoder:
         self.ffmpeg = ffmpeg
         self.ffprobe = _sibling_ffprobe(ffmpeg)
         self.max_restarts = max_restarts
+        self.hls_list_size = hls_list_size  # MPEG-TS playlist length: the DVR window when DVR is on
+        # False when taking over from another transcoder of the same output (failover): append_list
+        # then continues its MPEG-TS playlists with a discontinuity.
+        self.clean_ts_dir = clean_ts_dir
 
         self._stats = TranscoderStats()
         self._source = SourceInfo()
@@ -420,6 +431,14 @@ class Transcoder:
     def screenshot_path(self) -> Path:
         return self.work_dir / "screenshot.jpg"
 
+    def resume_point(self) -> bytes | None:
+        """A decodable start of the source as of the bytes written so far, for a second consumer (the
+        recorder) joining mid-stream: FLV header + sequence headers + current GOP. b"" for MPEG-TS
+        (any packet boundary will do); None while no keyframe has been seen."""
+        if self._flv is None:
+            return b""
+        return self._flv.resume_data()
+
     async def start(self) -> None:
         """Start probing; ffmpeg itself starts once the source head has been probed."""
         if self._started:
@@ -427,7 +446,8 @@ class Transcoder:
         self._started = True
         self.work_dir.mkdir(parents=True, exist_ok=True)
         # A previous session's segments would confuse append_list and players.
-        await asyncio.to_thread(shutil.rmtree, self.ts_dir, True)
+        if self.clean_ts_dir:
+            await asyncio.to_thread(shutil.rmtree, self.ts_dir, True)
         self._probe_proc = await asyncio.create_subprocess_exec(
             self.ffprobe, "-v", "error",
             "-probesize", str(PROBESIZE), "-analyzeduration", str(ANALYZEDURATION_US),
@@ -643,7 +663,7 @@ class Transcoder:
             (self.ts_dir / rend.name).mkdir(parents=True, exist_ok=True)
         cmd = build_ffmpeg_command(
             ffmpeg=self.ffmpeg, input_format=self.input_format, plan=self._plan, source=self._source,
-            track_fds=fds, progress_fd=prog_w,
+            track_fds=fds, progress_fd=prog_w, hls_list_size=self.hls_list_size,
         )  # fmt: skip
         self.command = cmd
         log.debug("stream %s: ffmpeg command: %s", self.stream_id, " ".join(cmd))

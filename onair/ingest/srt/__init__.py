@@ -1,0 +1,1 @@
+"""SRT ingest: libsrt through ctypes, routed by streamid (see server.py)."""

@@ -1,0 +1,71 @@
+"""Issue 4: the packager continues a track across a restarted/switched encoder byte stream."""
+
+from __future__ import annotations
+
+import pytest
+
+from onair.delivery.cmaf import TrackPackager, render_dash_mpd, render_hls_media
+from onair.delivery.continuity import rebase_offset, shift_tfdt
+from onair.media.fmp4 import parse_fragment, parse_init
+from tests.test_cmaf_packager import FakeClock, feed_chunked, fragments
+from tests.test_fmp4 import ffmpeg_video, needs_ffmpeg
+
+pytestmark = [pytest.mark.media, needs_ffmpeg]
+
+
+def test_shift_tfdt_and_offset() -> None:
+    init, frags = fragments(ffmpeg_video(seconds=2))
+    track = parse_init(init)
+    before = parse_fragment(frags[1][: int.from_bytes(frags[1][:4], "big")], track).base_media_decode_time
+    shifted = shift_tfdt(frags[1], 123456)
+    assert len(shifted) == len(frags[1])
+    after = parse_fragment(shifted[: int.from_bytes(shifted[:4], "big")], track).base_media_decode_time
+    assert before is not None and after == before + 123456
+    assert rebase_offset(0, 1000, None) == 1000
+    assert rebase_offset(10, 1000, 5000) == 4990
+
+
+def test_restart_keeps_msn_and_marks_discontinuity() -> None:
+    first = ffmpeg_video(seconds=6)
+    second = ffmpeg_video(seconds=6, size="320x180")  # another encoder: a different init
+    tp = TrackPackager("v", target_segment=2.0, window_segments=4, clock=FakeClock())
+    feed_chunked(tp, first[: len(first) - 777], seed=1)  # the old stream stops mid-box
+    msn_before = tp.last_msn
+    end_before = tp._next_decode
+    assert msn_before is not None and end_before is not None
+    tp.restart()
+    feed_chunked(tp, second, seed=2)
+    tp.end()
+    segs = list(tp.segments)
+    assert segs[-1].msn > msn_before
+    msns = [s.msn for s in segs]
+    assert msns == list(range(msns[0], msns[0] + len(msns))), "media sequence numbers never repeat or skip"
+    starts = [s.start_ticks for s in segs]
+    assert starts == sorted(starts), "decode time stays monotonic"
+    new = [s for s in segs if s.init_version == 1]
+    assert new and new[0].discontinuity and new[0].start_ticks >= end_before
+    text = render_hls_media(tp)
+    assert "#EXT-X-DISCONTINUITY\n" in text and '#EXT-X-MAP:URI="init-1.mp4"' in text
+    assert tp.inits[1] == tp.init
+    mpd = render_dash_mpd([tp], None, availability_start=tp.wallclock_anchor or FakeClock()(), now=FakeClock()(),
+                          ended=True)
+    assert "v/init-1.mp4" in mpd
+    # once the old segments left the window, the discontinuity sequence counts the boundary
+    for _ in range(5):
+        tp.ended = False
+        tp.restart()
+        feed_chunked(tp, second, seed=3)
+    assert tp.discontinuity_sequence > 0
+    assert f"#EXT-X-DISCONTINUITY-SEQUENCE:{tp.discontinuity_sequence}" in render_hls_media(tp)
+
+
+def test_implicit_restart_on_new_ftyp() -> None:
+    data = ffmpeg_video(seconds=4)
+    tp = TrackPackager("v", target_segment=2.0, window_segments=10, clock=FakeClock())
+    tp.feed(data)
+    n = tp.last_msn
+    tp.feed(data)  # same encoder settings again: init unchanged, no new EXT-X-MAP
+    tp.end()
+    assert tp.last_msn is not None and n is not None and tp.last_msn > n
+    assert tp.init_version == 0 and any(s.discontinuity for s in tp.segments)
+    assert "init-" not in render_hls_media(tp)

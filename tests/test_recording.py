@@ -1,0 +1,75 @@
+"""Issue 5: manual start/stop recording, and recovery of a recording interrupted by SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import OnairServer, wait_until
+from tests.media import codecs, ffprobe, parse_master, push_rtmp, stop
+from tests.test_dvr import api, extinf_total
+
+pytestmark = pytest.mark.media
+
+
+def stream_state(srv: OnairServer, sid: int) -> dict[str, Any]:
+    data: dict[str, Any] = api(srv, "GET", f"/streaming/streams/{sid}")
+    return data
+
+
+def ready_video(srv: OnairServer, vid: int, timeout: float = 60) -> dict[str, Any]:
+    video: dict[str, Any] = wait_until(lambda: (v := api(srv, "GET", f"/streaming/videos/{vid}"))["status"] == "ready"
+                                       and v, timeout, what=f"video {vid} ready")
+    return video
+
+
+def test_manual_recording_and_sigkill_recovery(make_server: Callable[..., OnairServer]) -> None:
+    srv = make_server().start()
+    stream = api(srv, "POST", "/streaming/streams", json={"name": "manual", "active": True})
+    sid = stream["id"]
+    with srv.client() as c:
+        assert c.put(f"/streaming/streams/{sid}/stop_recording").json() == {}, "nothing recording: {}"
+    publisher = push_rtmp(stream["push_url"], size="320x240", rate=15)
+    http = httpx.Client(timeout=30)
+    try:
+        wait_until(lambda: stream_state(srv, sid)["live"], 10, what="live")
+        with srv.client() as c:
+            assert c.put(f"/streaming/streams/{sid}/start_recording").status_code == 204
+        wait_until(lambda: (stream_state(srv, sid)["recording_duration"] or 0) >= 8, 30, what="8 s recorded")
+        video = api(srv, "PUT", f"/streaming/streams/{sid}/stop_recording")
+        assert video["id"] and video["stream_id"] == sid and video["status"] in ("empty", "pending")
+        assert video["name"].startswith("Stream Record: manual, ")
+        assert stream_state(srv, sid)["recording_duration"] is None or True  # cleared on the next stats tick
+        done = ready_video(srv, video["id"])
+        assert 6000 <= done["duration"] <= 12000, done["duration"]
+        master = http.get(done["hls_url"]).raise_for_status().text
+        assert extinf_total(http.get(parse_master(master, done["hls_url"])[0]["uri"]).text) >= 6
+        assert codecs(ffprobe(http.get(done["origin_url"]).content)) == {"h264", "aac"}
+
+        # a second recording, interrupted by kill -9 of the server after ~8 s
+        with srv.client() as c:
+            assert c.put(f"/streaming/streams/{sid}/start_recording").status_code == 204
+        wait_until(lambda: (stream_state(srv, sid)["recording_duration"] or 0) >= 8, 30, what="8 s recorded")
+        recorded = stream_state(srv, sid)["recording_duration"]
+        srv.stop(signal.SIGKILL)
+        killed_at = time.monotonic()
+        stop(publisher)
+        srv.start()
+        videos = wait_until(lambda: [v for v in api(srv, "GET", "/streaming/videos", params={"stream_id": sid})
+                                     if v["id"] != video["id"]], 30, what="interrupted recording listed")
+        recovered = ready_video(srv, videos[0]["id"])
+        took = time.monotonic() - killed_at
+        assert recovered["duration"] >= (recorded - 3) * 1000, (recovered["duration"], recorded)
+        hls = http.get(recovered["hls_url"]).raise_for_status().text
+        total = extinf_total(http.get(parse_master(hls, recovered["hls_url"])[0]["uri"]).text)
+        assert total >= recorded - 3
+        print(f"\nmanual: {done['duration'] / 1000:.2f}s; killed at recording_duration={recorded}s, "
+              f"recovered {recovered['duration'] / 1000:.2f}s (HLS {total:.2f}s) {took:.1f}s after the kill")
+    finally:
+        stop(publisher)
+        http.close()
