@@ -402,7 +402,10 @@ class TrackPackager:
             self._complete(cur)
             cur = None
         if cur is None:
-            cur = Segment(msn=self._next_msn, start_ticks=start, timescale=ts, program_date_time=now,
+            # PDT from the wall-clock anchor + decode time: consecutive segments stay exactly one
+            # EXTINF apart even when ffmpeg delivers its first GOPs in a burst
+            pdt = self.wallclock_anchor + timedelta(seconds=start / ts)
+            cur = Segment(msn=self._next_msn, start_ticks=start, timescale=ts, program_date_time=pdt,
                           discontinuity=self._discontinuity_next, init_version=self.init_version)
             self._discontinuity_next = False
             self._next_msn += 1
