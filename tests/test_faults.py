@@ -110,3 +110,120 @@ def test_garbage_to_every_port(make_server: Any) -> None:
         wait_until(lambda: _get(srv, stream["id"])["live"], 10, what="live after garbage")
     finally:
         stop(pub)
+
+
+def _mount_tmpfs(path: Any, size_mb: int) -> bool:
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_disk_full_refuses_recording_and_keeps_what_was_recorded(tmp_path: Any, make_server: Any) -> None:
+    import shutil
+    import subprocess
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, 160):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    srv = None
+    try:
+        from tests.conftest import OnairServer
+
+        srv = OnairServer(disk / "data", min_free_mb=40)
+        srv.start()
+        stream = _stream(srv, auto_record=True)
+        pub = push_rtmp(stream["push_url"], size="320x240", rate=15, seconds=6)
+        try:
+            wait_until(lambda: _get(srv, stream["id"])["live"], 10, what="live")
+            pub.wait(30)
+        finally:
+            stop(pub)
+        with srv.client() as c:
+            video = wait_until(lambda: [v for v in c.get("/streaming/videos", params={"stream_id": stream["id"]}).json()
+                                        if v["status"] == "ready"], 60, what="recorded video ready")[0]
+            full = c.get(f"/streaming/videos/{video['id']}").json()
+        mp4_url = full["converted_videos"][0]["mp4_url"]
+        before = httpx.get(mp4_url, timeout=30).content
+        assert len(before) > 10_000
+
+        # fill the disk until less than min_free_mb is left
+        free = shutil.disk_usage(disk).free
+        with open(disk / "filler", "wb") as f:
+            f.truncate(0)
+        subprocess.run(["fallocate", "-l", str(free - 20 * 2**20), str(disk / "filler")], check=True)
+        assert shutil.disk_usage(disk).free < 40 * 2**20
+
+        pub = push_rtmp(_get(srv, stream["id"])["push_url"], size="320x240", rate=15)
+        try:
+            wait_until(lambda: _get(srv, stream["id"])["live"], 15, what="live on a full disk")
+            with srv.client() as c:
+                r = c.put(f"/streaming/streams/{stream['id']}/start_recording")
+            assert r.status_code == 422, r.text
+            assert "No space for recording" in r.text
+        finally:
+            stop(pub)
+        assert httpx.get(srv.base_url + "/healthz", timeout=5).json()["status"] == "ok"
+        # what was recorded before is intact
+        assert httpx.get(mp4_url, timeout=30).content == before
+        with srv.client() as c:
+            assert c.get(f"/streaming/videos/{video['id']}").json()["status"] == "ready"
+    finally:
+        if srv is not None:
+            srv.stop()
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _transcoder_pids(server_pid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if ppid == server_pid and b"-filter_complex" in cmd:
+            pids.append(int(entry))
+    return pids
+
+
+def test_killed_transcoder_output_resumes_within_5s(make_server: Any) -> None:
+    import re
+
+    srv = make_server().start()
+    stream = _stream(srv)
+    pub = push_rtmp(stream["push_url"], size="640x360", rate=25)
+    http = httpx.Client(timeout=15)
+    try:
+        master = wait_until(lambda: (r := http.get(stream["hls_cmaf_url"])).status_code == 200 and r.text, 20,
+                            what="master")
+        media_url = stream["hls_cmaf_url"].rsplit("/", 1)[0] + "/" + next(
+            ln for ln in master.splitlines() if ln.endswith("index.m3u8") and not ln.startswith("#"))
+
+        def last_part() -> tuple[int, int]:
+            text = http.get(media_url).text
+            parts = re.findall(r'URI="part(\d+)\.(\d+)\.m4s"', text.split("#EXT-X-PRELOAD-HINT")[0])
+            return max((int(a), int(b)) for a, b in parts)
+
+        wait_until(lambda: last_part()[0] >= 2, 20, what="a few segments")
+        assert srv.proc is not None
+        pids = wait_until(lambda: _transcoder_pids(srv.proc.pid), 5, what="transcoder process")
+        before = last_part()
+        os.kill(pids[0], signal.SIGKILL)
+        t0 = time.monotonic()
+        wait_until(lambda: last_part() > before, 10, what="new parts after the transcoder was killed")
+        resumed = time.monotonic() - t0
+        print(f"transcoder killed: output resumed after {resumed:.2f}s")
+        assert resumed <= 5.0, f"output resumed after {resumed:.1f}s"
+        assert _get(srv, stream["id"])["live"]
+        text = http.get(media_url).text
+        assert "#EXT-X-DISCONTINUITY" in text
+        msns = [int(m) for m in re.findall(r"seg(\d+)\.m4s", text)]
+        assert msns == sorted(msns) and len(set(msns)) == len(msns), "media sequence keeps growing"
+    finally:
+        stop(pub)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -145,8 +147,22 @@ async def start_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) -
     stream = await load_stream(db, stream_id)
     if not (stream.live or stream.backup_live):
         raise field_error("stream", "is not live: recording needs a live stream")
+    usage = shutil.disk_usage(node.settings.data_dir)
+    free_mb, used_mb, limit_mb = usage.free / 2**20, usage.used / 2**20, usage.total / 2**20
+    if free_mb < node.settings.min_free_mb:
+        raise field_error("name", "Error text: No space for recording the stream.")  # the spec's S7 body
     await node.lifecycle.start_recording(stream_id)
-    return Response(status_code=204)
+    if free_mb >= 2 * node.settings.min_free_mb:
+        return Response(status_code=204)
+    # R47: started, with a warning that storage is running out
+    client = {"id": node.settings.client_id, "storage_limit_mb": int(limit_mb), "storage_usage_mb": round(used_mb, 1)}
+    return JSONResponse({
+        "data": {"stream": {"id": stream_id, "client": client}},
+        "warnings": [{"key": "client_storage_almost_exceeded",
+                      "meta": {"storage_limit_mb": int(limit_mb), "storage_usage_mb": round(used_mb, 1)},
+                      "source_object": {"id": node.settings.client_id, "type": "client"}}],
+        "errors": [],
+    })
 
 
 @router.put("/{stream_id}/stop_recording")

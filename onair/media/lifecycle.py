@@ -213,7 +213,8 @@ class StreamLifecycle:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.library = library
-        self.recordings = Recordings(settings.data_dir / "recordings", sessionmaker, library, settings.ffmpeg)
+        self.recordings = Recordings(settings.data_dir / "recordings", sessionmaker, library, settings.ffmpeg,
+                                     min_free_mb=settings.min_free_mb)
         self.clips = Clipper(sessionmaker, library, self.recordings)
         self._runtime: dict[int, RuntimeStats] = {}
         self._publishers: dict[tuple[int, bool], Publisher] = {}
@@ -397,12 +398,25 @@ class StreamLifecycle:
                     if rt is not None:
                         self._apply_stats(rt, pub.output.transcoder)
                         rt.recording_duration = self.recordings.duration(sid)
+                await self._guard_disk()
                 if time.monotonic() - last_sample >= self.sample_period:
                     period = time.monotonic() - last_sample
                     last_sample = time.monotonic()
                     await self._record_samples(period, last_bytes)
             except Exception:  # a stats hiccup must never stop the loop
                 log.exception("stats loop error")
+
+    def disk_free_mb(self) -> float:
+        return shutil.disk_usage(self.settings.data_dir).free / 2**20
+
+    async def _guard_disk(self) -> None:
+        """Disk nearly full: close running recordings while there is room left to finish them."""
+        if not self.recordings.active or self.disk_free_mb() >= self.settings.min_free_mb / 2:
+            return
+        for sid in list(self.recordings.active):
+            log.warning("disk nearly full: stopping the recording", extra={"stream_id": sid,
+                                                                           "free_mb": round(self.disk_free_mb())})
+            await self.recordings.stop(sid)
 
     @staticmethod
     def _apply_stats(rt: RuntimeStats, transcoder: Transcoder) -> None:

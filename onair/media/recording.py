@@ -291,8 +291,9 @@ class Recording:
 
 class Recordings:
     def __init__(self, root: Path, sessionmaker: async_sessionmaker[AsyncSession], library: VideoLibrary,
-                 ffmpeg: str = "ffmpeg") -> None:
+                 ffmpeg: str = "ffmpeg", min_free_mb: int = 0) -> None:
         self.root = root
+        self.min_free_mb = min_free_mb
         self.sessionmaker = sessionmaker
         self.library = library
         self.ffmpeg = ffmpeg
@@ -371,6 +372,10 @@ class Recordings:
             log.info("recording resumed", extra={"stream_id": stream.id, "video_id": rec.video_id})
             return True
         if rec is None and stream.auto_record:
+            free_mb = shutil.disk_usage(self.root.parent).free / 2**20
+            if free_mb < self.min_free_mb:
+                log.warning("no space for auto recording", extra={"stream_id": stream.id, "free_mb": round(free_mb)})
+                return False
             await self.start(stream, output)
             return True
         return False
