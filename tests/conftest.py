@@ -23,8 +23,8 @@ PG_DSN_ADMIN = os.environ.get("ONAIR_TEST_PG", "postgresql://postgres@127.0.0.1:
 API_KEY = "test-key-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,8 @@ VOLATILE = {
 
 def test_state_survives_restart(make_server: Callable[..., OnairServer], database_url: str | None) -> None:
     # pin the ports: they are part of the URLs the API hands out
-    srv = make_server(database_url=database_url, http_port=free_port(), rtmp_port=free_port()).start()
+    srv = make_server(database_url=database_url, http_port=free_port(), rtmp_port=free_port(),
+                      srt_port=free_port(socket.SOCK_DGRAM)).start()
     sdk = srv.sdk()
     stream = sdk.streaming.streams.create(
         name="persist me",
