@@ -21,7 +21,10 @@ log = logging.getLogger("onair.ingest.whip")
 
 REQUIRED_CODECS = {"video": "video/h264", "audio": "audio/opus"}
 CONNECT_TIMEOUT_S = 15.0
-KEYFRAME_REQUEST_INTERVAL_S = 0.5
+FIRST_KEYFRAME_REQUEST_S = 0.5
+# Browsers send an IDR only when asked (PLI): ask at the transcoder's keyframe interval so its probe and
+# any restart find a decodable start (ffmpeg drops the packets it probed with -fflags nobuffer)
+KEYFRAME_REQUEST_INTERVAL_S = 2.0
 
 
 class OfferError(ValueError):
@@ -72,6 +75,8 @@ class WhipSession:
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind in REQUIRED_CODECS:
                 self._spawn(self._read_track(transceiver.kind, transceiver.receiver))
+                if transceiver.kind == "video":
+                    self._spawn(self._request_keyframes(transceiver.receiver))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._spawn(self._pump())
         self._spawn(self._watch())
@@ -87,31 +92,28 @@ class WhipSession:
 
     async def _read_track(self, kind: str, receiver: RTCRtpReceiver) -> None:
         track = receiver.track
-        pli_sent = 0.0
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 if not isinstance(frame, EncodedFrame):
                     continue
                 self._last_frame = time.monotonic()
-                if kind == "video" and not self._muxer.started and not frame.is_keyframe():
-                    # ask for an IDR now instead of waiting for the sender's next one
-                    if time.monotonic() - pli_sent > KEYFRAME_REQUEST_INTERVAL_S:
-                        pli_sent = time.monotonic()
-                        await self._request_keyframe(receiver)
                 try:
                     self._frames.put_nowait(frame)
                 except asyncio.QueueFull:
                     pass  # the transcoder is stalled; dropping here beats unbounded memory
         await self.close("media track ended")
 
-    @staticmethod
-    async def _request_keyframe(receiver: RTCRtpReceiver) -> None:
-        sources = receiver.getSynchronizationSources()
+    async def _request_keyframes(self, receiver: RTCRtpReceiver) -> None:
         send_pli = getattr(receiver, "_send_rtcp_pli", None)  # aiortc has no public PLI API
-        if sources and send_pli is not None:
-            with contextlib.suppress(Exception):
-                await send_pli(sources[0].source)
+        if send_pli is None:
+            return
+        while True:
+            await asyncio.sleep(KEYFRAME_REQUEST_INTERVAL_S if self._muxer.started else FIRST_KEYFRAME_REQUEST_S)
+            sources = receiver.getSynchronizationSources()
+            if sources:
+                with contextlib.suppress(Exception):
+                    await send_pli(sources[0].source)
 
     async def _pump(self) -> None:
         """The single writer into the publisher, so TS bytes keep their order."""
