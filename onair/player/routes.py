@@ -2,8 +2,9 @@
 
 The page plays LL-HLS (CMAF) with hls.js, `?dash` plays the MPD with dash.js and `?no_low_latency`
 plays the MPEG-TS HLS. It reads what it needs from the public `GET /streams/{pid}/info.json`
-(never the push token or push URLs). hls.js and dash.js come from npm (`package.json`, installed by
-`make deps` into `node_modules/`) and are served under `/player/vendor/`.
+(never the push token or push URLs), which also carries the HTML overlays (polled for live changes),
+the DVR window and the projection. hls.js, dash.js and three.js (360°/180° projections) come from npm
+(`package.json`, installed by `make deps` into `node_modules/`) and are served under `/player/vendor/`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from sqlalchemy import select
 
-from onair.store.models import Stream
+from onair.store.models import Overlay, Stream
 
 if TYPE_CHECKING:
     from onair.node import Node
@@ -38,6 +40,9 @@ _MEDIA_TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xm
 VENDOR: dict[str, str] = {
     "hls.min.js": "hls.js/dist/hls.min.js",
     "dash.all.min.js": "dashjs/dist/dash.all.min.js",
+    # three ships no single-file browser build any more: the ES module imports ./three.core.js
+    "three.module.js": "three/build/three.module.js",
+    "three.core.js": "three/build/three.core.js",
 }
 
 
@@ -69,10 +74,23 @@ async def _load(node: Node, pid: str) -> Stream | None:
         return await db.get(Stream, sid)
 
 
-def stream_info(node: Node, stream: Stream) -> dict[str, Any]:
-    """What a viewer may know about a stream: playback URLs and state, no token, no push URLs."""
+async def _overlays(node: Node, stream_id: int) -> list[dict[str, Any]]:
+    async with node.sessionmaker() as db:
+        rows = (await db.execute(select(Overlay).where(Overlay.stream_id == stream_id)
+                                 .order_by(Overlay.id))).scalars()
+        return [{"id": o.id, "url": o.url, "x": o.x, "y": o.y, "width": o.width, "height": o.height,
+                 "stretch": bool(o.stretch)} for o in rows]
+
+
+async def stream_info(node: Node, stream: Stream) -> dict[str, Any]:
+    """What a viewer may know about a stream: playback URLs and state, no token, no push URLs.
+
+    Overlays are public display data (the widgets end up in the picture anyway); `source_width`/`_height`
+    is the pushed frame size the overlay coordinates refer to, null when unknown.
+    """
     urls = node.urls.stream_urls(stream.id, stream.token)
     output = node.lifecycle.output(stream.id)
+    rt = node.lifecycle.runtime(stream.id)
     return {
         "id": stream.id,
         "name": stream.name,
@@ -80,6 +98,11 @@ def stream_info(node: Node, stream: Stream) -> dict[str, Any]:
         "live": bool(output is not None and not output.ended),
         "projection": stream.projection,
         "html_overlay": stream.html_overlay,
+        "overlays": await _overlays(node, stream.id) if stream.html_overlay else [],
+        "dvr_enabled": stream.dvr_enabled,
+        "dvr_duration": stream.dvr_duration,
+        "source_width": int(rt.video_width) if rt is not None and rt.video_width else None,
+        "source_height": int(rt.video_height) if rt is not None and rt.video_height else None,
         "screenshot": urls["screenshot"],
         "hls_cmaf_url": urls["hls_cmaf_url"],
         "dash_url": urls["dash_url"],
@@ -93,7 +116,7 @@ async def player_info(request: Request, pid: str) -> Response:
     stream = await _load(node, pid)
     if stream is None:
         return JSONResponse({"error": "no such stream"}, status_code=404, headers=NO_CACHE)
-    return JSONResponse(stream_info(node, stream), headers=NO_CACHE)
+    return JSONResponse(await stream_info(node, stream), headers=NO_CACHE)
 
 
 @router.get("/streams/{pid}", response_class=HTMLResponse)
@@ -103,10 +126,12 @@ async def player_page(request: Request, pid: str) -> Response:
     if stream is None:
         return HTMLResponse("<!doctype html><title>Not found</title><p>No such stream.</p>", status_code=404,
                             headers=NO_CACHE)
-    info = stream_info(node, stream)
+    info = await stream_info(node, stream)
     config = {
         "info_url": f"/streams/{pid}/info.json",
-        "vendor": {"hls": "/player/vendor/hls.min.js", "dash": "/player/vendor/dash.all.min.js"},
+        "vendor": {"hls": "/player/vendor/hls.min.js", "dash": "/player/vendor/dash.all.min.js",
+                   "three": "/player/vendor/three.module.js"},
+        "projection_module": "/player/static/projection.js",
         "info": info,
     }
     # `</` cannot end the <script> block holding the JSON

@@ -1,8 +1,9 @@
 /* onair web player: LL-HLS with hls.js (native HLS as fallback), ?dash for dash.js, ?no_low_latency for
  * the MPEG-TS HLS. State for embedders and tests: document.body.dataset.state is loading|playing|offline|error,
  * window.onairPlayer exposes the <video> element, the library instance and a few helpers.
- * Hooks for later features (360° projection, overlays): the "onair:info" and "onair:state" events on
- * window, the #onair-overlays layer and the projection-<name> class on #onair. */
+ * Also: 360°/180° projections (projection.js, three.js; onairPlayer.projection), HTML overlays from
+ * info.json (polled, iframes in #onair-overlays) and a DVR seek bar when the stream has DVR on.
+ * Events for embedders: "onair:info" and "onair:state" on window. */
 (function () {
   "use strict";
 
@@ -14,10 +15,18 @@
   var RETRY_MS = 3000;          // offline: probe the stream this often
   var STALL_MS = 4000;          // no progress for this long while playing: check whether the stream ended
   var LOAD_TIMEOUT_MS = 20000;  // never started playing within this: check again
+  var INFO_POLL_MS = 2500;      // with html_overlay on: overlay changes show up within this
+  var INFO_IDLE_MS = 30000;     // otherwise (projection, DVR or html_overlay switched) within this
+  var PROJECTIONS = ["vr360", "vr180", "vr360tb"];
 
   var root = document.getElementById("onair");
   var video = document.getElementById("onair-video");
   var liveButton = document.getElementById("onair-live");
+  var muteButton = document.getElementById("onair-mute");
+  var overlayLayer = document.getElementById("onair-overlays");
+  var dvrBar = document.getElementById("onair-dvr");
+  var seekBar = document.getElementById("onair-seek");
+  var behindLabel = document.getElementById("onair-behind");
   var scripts = {};
   var generation = 0;
   var retryTimer = null;
@@ -33,6 +42,8 @@
     hls: null,
     dash: null,
     events: [],
+    projection: null,   // {mode, renderer, frames, ...} once a projected stream is rendered
+    overlays: [],       // the overlays laid out last, with their box in page pixels
     start: start,
     goLive: goLive,
     latency: latency
@@ -54,7 +65,11 @@
 
   function setInfo(info) {
     api.info = info;
-    root.className = "onair projection-" + String(info.projection || "regular").replace(/[^a-z0-9_-]/gi, "");
+    var projection = String(info.projection || "regular").replace(/[^a-z0-9_-]/gi, "");
+    root.className = root.className.replace(/\bprojection-\S+/g, "").trim() + " projection-" + projection;
+    setProjection(projection);
+    layoutOverlays();
+    updateDvr();
     window.dispatchEvent(new CustomEvent("onair:info", { detail: info }));
   }
 
@@ -228,6 +243,7 @@
       if (api.state === "playing" && now - lastProgress > STALL_MS) recheck(gen, "stalled");
       else if (api.state === "loading" && now - startedAt > LOAD_TIMEOUT_MS) recheck(gen, "no start");
       updateLiveButton();
+      updateDvr();
     }, 1000);
   }
 
@@ -257,7 +273,167 @@
     }
     play();
     updateLiveButton();
+    updateDvr();
   }
+
+  // --- projections (vr360, vr180, vr360tb): three.js and projection.js, loaded on demand -------------
+  var projectionWanted = "regular";
+
+  function setProjection(name) {
+    if (name === projectionWanted) return;
+    projectionWanted = name;
+    if (api.projection && api.projection.destroy) api.projection.destroy();
+    api.projection = null;
+    root.classList.remove("projected");
+    if (PROJECTIONS.indexOf(name) < 0) return;
+    Promise.all([import(cfg.vendor.three), import(cfg.projection_module)]).then(function (mods) {
+      if (projectionWanted !== name) return;
+      try {
+        api.projection = mods[1].createProjection(mods[0], video, root, name);
+        root.classList.add("projected");
+        log("projection " + name);
+      } catch (err) {  // no WebGL: the flat (distorted) picture stays visible
+        api.projection = { mode: name, renderer: "none", frames: 0, error: String(err && err.message || err) };
+        log("projection " + name + " unavailable: " + api.projection.error);
+      }
+    }).catch(function (err) { log("cannot load the projection: " + (err && err.message || err)); });
+  }
+
+  // --- HTML overlays: iframes at source-frame coordinates, scaled onto the displayed picture -----------
+  var overlayEls = {};  // overlay id -> {el, url}
+
+  // the frame size overlay coordinates refer to: the pushed source, else the picture, else Full HD (R58)
+  function sourceSize() {
+    var info = api.info || {};
+    if (info.source_width && info.source_height) return { w: info.source_width, h: info.source_height };
+    if (video.videoWidth && video.videoHeight) return { w: video.videoWidth, h: video.videoHeight };
+    return { w: 1920, h: 1080 };
+  }
+
+  // where the picture is inside #onair (object-fit: contain), in CSS pixels
+  function pictureBox(src) {
+    var W = root.clientWidth;
+    var H = root.clientHeight;
+    var aw = video.videoWidth || src.w;
+    var ah = video.videoHeight || src.h;
+    var s = Math.min(W / aw, H / ah);
+    return { x: (W - aw * s) / 2, y: (H - ah * s) / 2, w: aw * s, h: ah * s };
+  }
+
+  function safeUrl(url) {
+    try {
+      var u = new URL(url, window.location.href);
+      return u.protocol === "http:" || u.protocol === "https:" ? u.href : null;
+    } catch (e) { return null; }
+  }
+
+  function layoutOverlays() {
+    var info = api.info || {};
+    var list = info.html_overlay && Array.isArray(info.overlays) ? info.overlays : [];
+    var src = sourceSize();
+    var box = pictureBox(src);
+    var scale = box.w / src.w;
+    var keep = {};
+    var fits = true;
+    api.overlays = [];
+    list.forEach(function (o) {
+      var url = safeUrl(o.url);
+      if (!url) return;
+      var x = o.stretch ? 0 : o.x || 0;
+      var y = o.stretch ? 0 : o.y || 0;
+      var w = o.stretch ? src.w : o.width || src.w - x;
+      var h = o.stretch ? src.h : o.height || src.h - y;
+      if (x + w > src.w || y + h > src.h) fits = false;  // R59: one widget off the frame hides them all
+      var item = overlayEls[o.id];
+      if (!item) {
+        var el = document.createElement("iframe");
+        el.className = "onair-overlay";
+        el.dataset.overlayId = String(o.id);
+        el.setAttribute("sandbox", "allow-scripts");  // own origin: no access to the player page
+        el.setAttribute("scrolling", "no");
+        el.setAttribute("tabindex", "-1");
+        el.setAttribute("referrerpolicy", "no-referrer");
+        el.title = "overlay " + o.id;
+        item = overlayEls[o.id] = { el: el, url: null };
+        overlayLayer.appendChild(el);
+      }
+      if (item.url !== url) { item.url = url; item.el.src = url; }
+      var st = item.el.style;
+      st.left = box.x + x * scale + "px";
+      st.top = box.y + y * scale + "px";
+      st.width = w + "px";   // the widget lays out at source pixels, as if drawn into the frame
+      st.height = h + "px";
+      st.transform = "scale(" + scale + ")";
+      keep[o.id] = true;
+      api.overlays.push({ id: o.id, url: url, x: box.x + x * scale, y: box.y + y * scale, width: w * scale,
+        height: h * scale });
+    });
+    Object.keys(overlayEls).forEach(function (id) {
+      if (!keep[id]) { overlayEls[id].el.remove(); delete overlayEls[id]; }
+    });
+    overlayLayer.classList.toggle("too-big", !fits);
+  }
+
+  function pollInfo() {
+    var next = function () {
+      setTimeout(pollInfo, api.info && api.info.html_overlay ? INFO_POLL_MS : INFO_IDLE_MS);
+    };
+    fetchInfo().then(function (info) {
+      // the playback state machine owns start/offline; the poll only refreshes what is drawn
+      if (info.id === (api.info || {}).id) setInfo(info);
+    }).catch(function () { /* next poll */ }).then(next);
+  }
+
+  // --- DVR: a seek bar over video.seekable, "-mm:ss" behind the live edge ------------------------------
+  var scrubbing = false;
+
+  function liveEdge() {
+    if (api.hls && api.hls.liveSyncPosition != null) return api.hls.liveSyncPosition;
+    if (video.seekable.length) return Math.max(0, video.seekable.end(video.seekable.length - 1) - 3);
+    return null;
+  }
+
+  function clock(seconds) {
+    var t = Math.max(0, Math.round(seconds));
+    var h = Math.floor(t / 3600);
+    var m = Math.floor(t / 60) % 60;
+    var s = t % 60;
+    var mm = (h && m < 10 ? "0" : "") + m;
+    return (h ? h + ":" : "") + mm + ":" + (s < 10 ? "0" : "") + s;
+  }
+
+  function updateBehindLabel(edge, position) {
+    var behind = edge - position;
+    behindLabel.textContent = behind < 2 ? "LIVE" : "-" + clock(behind);
+  }
+
+  function updateDvr() {
+    var edge = liveEdge();
+    var on = !!(api.info && api.info.dvr_enabled) && api.state === "playing" && edge !== null &&
+      video.seekable.length > 0 && edge - video.seekable.start(0) > 5;
+    dvrBar.hidden = !on;
+    if (!on) return;
+    seekBar.min = String(video.seekable.start(0));
+    seekBar.max = String(edge);
+    if (!scrubbing) {
+      seekBar.value = String(Math.min(video.currentTime, edge));
+      updateBehindLabel(edge, video.currentTime);
+    }
+  }
+
+  seekBar.addEventListener("input", function () {  // dragging: show where it would land
+    scrubbing = true;
+    var edge = liveEdge();
+    if (edge !== null) updateBehindLabel(edge, Number(seekBar.value));
+  });
+  seekBar.addEventListener("change", function () {  // released: seek there
+    scrubbing = false;
+    var target = Number(seekBar.value);
+    log("seek to " + target.toFixed(1) + " (" + (liveEdge() - target).toFixed(1) + " s behind)");
+    video.currentTime = target;
+    play();
+    updateDvr();
+  });
 
   // latency figures: pdt_ms = now - EXT-X-PROGRAM-DATE-TIME of the frame playing (hls.js only)
   function latency() {
@@ -275,7 +451,15 @@
   video.muted = true;
   video.addEventListener("playing", function () { setState("playing"); });
   video.addEventListener("ended", function () { recheck(generation, "ended"); });
+  video.addEventListener("timeupdate", updateDvr);
+  video.addEventListener("resize", layoutOverlays);  // the picture size is known or changed
   liveButton.addEventListener("click", goLive);
+  muteButton.addEventListener("click", function () { video.muted = !video.muted; });
+  video.addEventListener("volumechange", function () {
+    muteButton.textContent = video.muted ? "Unmute" : "Mute";
+  });
+  new ResizeObserver(layoutOverlays).observe(root);
   setInfo(cfg.info);
   start();
+  setTimeout(pollInfo, cfg.info.html_overlay ? INFO_POLL_MS : INFO_IDLE_MS);
 })();
