@@ -12,7 +12,7 @@ run: deps
 	$(BIN)/onair serve
 
 test: deps
-	$(BIN)/ruff check onair tests bench
+	$(BIN)/ruff check onair tests bench fuzz
 	$(BIN)/mypy onair
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -20,7 +20,7 @@ bench: deps
 	$(BIN)/python -m bench
 
 lint: deps
-	$(BIN)/ruff check onair tests bench
+	$(BIN)/ruff check onair tests bench fuzz
 	$(BIN)/mypy onair
 
 deps: system-deps $(STAMP)
@@ -65,4 +65,20 @@ browser-deps:
 	  echo "installing Debian packages: chromium"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+# Coverage-guided fuzzing (atheris) of every parser of outside bytes, 5 minutes per target; `make test`
+# runs the same targets for seconds (tests/test_fuzz.py). FUZZ_ARGS e.g. "--jobs 2 rtmp_chunks amf0".
+fuzz: deps
+	$(BIN)/python -m fuzz --seconds 300 $(FUZZ_ARGS)
+
+# The baselines of bench/ingest.py and bench/playback.py: Debian's nginx and libnginx-mod-rtmp (installed
+# only when missing; the benchmarks start their own nginx with a generated config, never the system service).
+.PHONY: bench-deps
+bench: bench-deps
+bench-deps:
+	@if [ ! -x /usr/sbin/nginx ] || [ ! -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then \
+	  echo "installing Debian packages: nginx libnginx-mod-rtmp"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx libnginx-mod-rtmp >/dev/null; \
 	fi

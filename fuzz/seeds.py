@@ -203,7 +203,9 @@ def flv_seeds() -> list[tuple[str, bytes]]:
 
 def rtmp_chunk_seeds() -> list[tuple[str, bytes]]:
     # first byte: how the harness splits the data into receive_data() calls
-    return [(name, bytes([i * 37 % 256]) + data) for i, (name, data) in enumerate(rtmp_sessions())]
+    # (0x40: answer publish requests after one whole batch, 0x80: accept rather than reject)
+    return [(f"{name}-{ctl:02x}", bytes([ctl]) + data) for i, (name, data) in enumerate(rtmp_sessions())
+            for ctl in (i * 37 % 64, 0x40 | i, 0xC0 | i)]
 
 
 def rtmp_handshake_seeds() -> list[tuple[str, bytes]]:

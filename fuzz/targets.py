@@ -159,7 +159,10 @@ def _rtmp_harness(prefix: bytes) -> Harness:
         # the parser is incremental: how bytes arrive must not change what it reports
         check(whole == split, "events depend on how the data was split")
         if any(e.startswith("PublishRequested") for e in whole):
-            run([prefix, *_pieces(body, ctl + 1)] if prefix else _pieces(body, ctl + 1), ctl >> 7)
+            # answer publish requests as the server does, after each receive_data() batch
+            batches = [prefix + body] if ctl & 0x40 else [prefix, *_pieces(body, ctl + 1)] if prefix else _pieces(
+                body, ctl + 1)
+            run(batches, ctl >> 7)
 
     return harness
 
@@ -297,7 +300,7 @@ def build_hls_query() -> Harness:
         check(isinstance(skip, bool), "skip must be a bool")
         if blocking is not None:
             msn, part = blocking
-            check(0 <= msn < 2**32 and 0 <= part < 2**32, "msn/part out of range")
+            check(0 <= msn < 10**10 and 0 <= part < 10**10, "msn/part out of range")  # at most 10 digits
 
     return harness
 

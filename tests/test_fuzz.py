@@ -46,7 +46,7 @@ def test_seeds_pass_their_target(name: str) -> None:
 
 def test_fuzz_every_target_briefly(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
-    proc = subprocess.run([sys.executable, "-m", "fuzz", "--seconds", "3", "--jobs", "2", "--workdir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "fuzz", "--seconds", "2", "--jobs", "2", "--workdir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in TARGETS:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onair import __version__
 from onair.api import clips, documents, errors, overlays, quality_sets, statistics, streams, videos
@@ -12,6 +13,37 @@ from onair.api.deps import require_api_key
 from onair.node import Node
 
 MAX_BODY = 1 << 20  # API bodies are small JSON; anything larger is refused before parsing
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413: by Content-Length up front, and while reading
+    for bodies without one (chunked transfer), so no route ever buffers more than the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            too_large = Response('{"status":413,"error":"request body too large"}', status_code=413,
+                                 media_type="application/json")
+            await too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, "request body too large")
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> FastAPI:
@@ -22,13 +54,7 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
                        expose_headers=["Location", "Link", "X-Total-Count", "ETag"])
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return Response('{"status":413,"error":"request body too large"}', status_code=413,
-                            media_type="application/json")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
 
     auth = [Depends(require_api_key)]
     for module_router in (streams.router, overlays.router, clips.router, quality_sets.router,

@@ -221,6 +221,9 @@ class RTMPServerConnection:
         return events
 
     def accept_publish(self) -> None:
+        if self._publish is _Publish.ENDED:
+            # The publisher ended in the same batch of data (a PublishEnded event follows): nothing to answer.
+            return
         if self._publish is not _Publish.PENDING:
             raise RuntimeError("no publish request pending")
         self._publish = _Publish.PUBLISHING
@@ -231,6 +234,8 @@ class RTMPServerConnection:
 
     def reject_publish(self, description: str, code: str = "NetStream.Publish.BadName") -> None:
         """Send an error status; the caller should flush data_to_send() and close."""
+        if self._publish is _Publish.ENDED:
+            return  # as in accept_publish: ended before the answer
         if self._publish is not _Publish.PENDING:
             raise RuntimeError("no publish request pending")
         self._publish = _Publish.REJECTED
