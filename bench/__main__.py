@@ -6,9 +6,10 @@ import argparse
 import sys
 import time
 
-from bench import latency
+from bench import api, ingest, latency, memory, playback, transcode
 
-BENCHMARKS = {"latency": latency.main}
+BENCHMARKS = {"latency": latency.main, "ingest": ingest.main, "playback": playback.main,
+              "transcode": transcode.main, "api": api.main, "memory": memory.main}
 
 
 def main(argv: list[str] | None = None) -> int:
