@@ -13,23 +13,10 @@ import httpx
 import pytest
 
 from tests.conftest import OnairServer, wait_until
+from tests.ingest_media import create_stream, get_stream
 from tests.media import codecs, ffprobe, parse_master, push_rtmp, stop
 
 pytestmark = pytest.mark.media
-
-
-def create_stream(srv: OnairServer, **fields: Any) -> dict[str, Any]:
-    with srv.client() as c:
-        r = c.post("/streaming/streams", json={"name": "live test", "active": True, **fields})
-        r.raise_for_status()
-        data: dict[str, Any] = r.json()
-        return data
-
-
-def get_stream(srv: OnairServer, sid: int) -> dict[str, Any]:
-    with srv.client() as c:
-        data: dict[str, Any] = c.get(f"/streaming/streams/{sid}").raise_for_status().json()
-        return data
 
 
 def media_lines(text: str) -> list[str]:

@@ -248,8 +248,9 @@ def test_player_vr360_projection(server: OnairServer, browser: Any) -> None:
         f0 = page.evaluate("onairPlayer.projection.frames")
         wait_until(lambda: page.evaluate("onairPlayer.projection.frames") > f0 + 10, 20,
                    what="projection frames counting up with the video")
-        sample = page.evaluate("onairPlayer.projection.sample(8)")
-        assert sample["distinct"] >= 4 and sample["mean"] > 10, sample
+        # a 16x16 grid over the sphere view: a uniform (blank or single-colour) canvas has 1 colour
+        sample = page.evaluate("onairPlayer.projection.sample(16)")
+        assert sample["distinct"] >= 3 and sample["mean"] > 10, sample
         # looking around changes the picture
         page.focus("canvas.onair-projection")
         for _ in range(6):
