@@ -225,3 +225,25 @@ def test_garbage_to_rtmp_port_keeps_server_healthy(server: OnairServer) -> None:
         wait_until(lambda: get_stream(server, stream["id"])["live"], 10, what="live after garbage")
     finally:
         stop(pub)
+
+
+def test_live_cycle_and_recording_on_postgresql(make_server: Any) -> None:
+    """The ingest/lifecycle/recording state writes work on PostgreSQL too, not only SQLite."""
+    from tests.conftest import _pg_database
+
+    srv = make_server(database_url=_pg_database()).start()
+    stream = create_stream(srv, auto_record=True)
+    sid = stream["id"]
+    pub = push_rtmp(stream["push_url"], size="320x240", rate=15, seconds=8)
+    try:
+        wait_until(lambda: get_stream(srv, sid)["live"], 10, what="live on PostgreSQL")
+        wait_until(lambda: httpx.get(stream["hls_cmaf_url"]).status_code == 200, 15, what="master")
+        pub.wait(30)
+    finally:
+        stop(pub)
+    s = wait_until(lambda: not (x := get_stream(srv, sid))["live"] and x, 15, what="live=false")
+    assert s["finished_at_primary"] >= s["started_at_primary"]
+    with srv.client() as c:
+        videos = wait_until(lambda: [v for v in c.get("/streaming/videos", params={"stream_id": sid}).json()
+                                     if v["status"] == "ready"], 60, what="recording ready on PostgreSQL")
+    assert 5_000 <= videos[0]["duration"] <= 11_000
