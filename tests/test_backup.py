@@ -93,3 +93,34 @@ def test_backup_key_rules(server: OnairServer) -> None:
     finally:
         stop(backup)
     wait_until(lambda: not get_stream(server, sid)["backup_live"], 15, what="backup_live=false")
+
+
+def test_silent_primary_fails_over_after_3s(make_server) -> None:  # type: ignore[no-untyped-def]
+    """A primary that stops delivering without disconnecting: the 3 s no-data rule switches to the backup."""
+    srv: OnairServer = make_server().start()
+    stream = create_stream(srv)
+    sid = stream["id"]
+    http = httpx.Client(timeout=30)
+    primary = push_rtmp(stream["push_url"], size="320x240", rate=15)
+    backup = None
+    try:
+        wait_until(lambda: get_stream(srv, sid)["stream_source_type"] == "rtmp", 20, what="primary feeding")
+        backup = push_srt(stream["backup_push_url_srt"], size="320x240")
+        wait_until(lambda: (x := get_stream(srv, sid))["live"] and x["backup_live"], 20, what="both ingests live")
+        media = stream["hls_cmaf_url"].rsplit("/", 1)[0] + "/audio/index.m3u8"
+        wait_until(lambda: _playlist_state(http, media)[1] >= 2, 30, what="primary segments")
+        before, _, _ = _playlist_state(http, media)
+        primary.send_signal(signal.SIGSTOP)  # connection open, no data
+        stopped = time.monotonic()
+        wait_until(lambda: get_stream(srv, sid)["stream_source_type"] == "srt", 15, what="switch to the backup")
+        switched = time.monotonic() - stopped
+        wait_until(lambda: (st := _playlist_state(http, media))[2] and st[0] > before, 30,
+                   what="parts from the backup")
+        print(f"\nsilent primary: switched to backup after {switched:.2f}s, "
+              f"first backup part after {time.monotonic() - stopped:.2f}s")
+        assert 2.5 <= switched <= 8
+    finally:
+        primary.send_signal(signal.SIGCONT)
+        stop(primary)
+        if backup is not None:
+            stop(backup)

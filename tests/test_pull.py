@@ -57,3 +57,19 @@ def test_pull_inactivity_switches_stream_off(make_server) -> None:  # type: igno
     stream = create_stream(srv, pull=True, uri=dead)
     s = wait_until(lambda: not (x := get_stream(srv, stream["id"]))["active"] and x, 30, what="active=false")
     assert not s["live"]
+
+
+def test_pull_from_https_hls(make_server) -> None:  # type: ignore[no-untyped-def]
+    """An HLS source (here the node's own MPEG-TS HLS of a pushed stream) is pulled; type `https`."""
+    srv: OnairServer = make_server().start()
+    source_stream = create_stream(srv)
+    pub = push_rtmp(source_stream["push_url"], size="320x240", rate=15)
+    try:
+        wait_until(lambda: httpx.get(source_stream["hls_mpegts_url"]).status_code == 200, 20, what="source HLS")
+        pulled = create_stream(srv, pull=True, uri=source_stream["hls_mpegts_url"])
+        s = wait_until(lambda: (x := get_stream(srv, pulled["id"]))["live"] and x, 30, what="HLS pull live")
+        assert s["stream_source_type"] == "https"
+        media = pulled["hls_cmaf_url"].rsplit("/", 1)[0] + "/audio/index.m3u8"
+        wait_until(lambda: httpx.get(media).text.count("#EXTINF") >= 1, 30, what="segments pulled over HLS")
+    finally:
+        stop(pub)
