@@ -33,6 +33,7 @@ from onair.media.failover import FeedSwitch, failover_loop, live_values
 from onair.media.ladder import AUDIO_TRACK, Rendition, transcoded_quality_names
 from onair.media.library import VideoLibrary
 from onair.media.recording import Recordings
+from onair.media.restream import Restreams
 from onair.media.transcoder import Transcoder
 from onair.store.models import QualitySet, Stream, StreamSample
 from onair.timeutil import utcnow
@@ -196,6 +197,8 @@ class Publisher:
             self._announced = True
             await self.lifecycle._mark_live(self)
         await self.output.feeds.write(self, data)
+        if self.output.feeds.feeding is self:  # restreams of source=original push what the output is made of
+            self.lifecycle.restreams.feed(self.key.stream_id, self.output.transcoder, data)
         if not self.key.backup:  # the recorder tees the primary source (origin recordings)
             await self.lifecycle.recordings.feed(self.key.stream_id, data)
 
@@ -225,6 +228,7 @@ class StreamLifecycle:
         self._failover_task: asyncio.Task[None] | None = None
         self.directory = IngestDirectory()  # who may push, for the SRT handshake (no DB there)
         self.pulls = PullManager(self)
+        self.restreams = Restreams(self)
         self.sample_period = 10.0
 
     # --- queries used by the API and playback -------------------------------------------------------
@@ -236,6 +240,9 @@ class StreamLifecycle:
 
     def output(self, stream_id: int) -> LiveOutput | None:
         return self._outputs.get(stream_id)
+
+    def restream_live(self, restream_id: int) -> bool:
+        return self.restreams.live(restream_id)
 
     def viewers(self, stream_id: int) -> int:
         rt = self._runtime.get(stream_id)
@@ -331,6 +338,7 @@ class StreamLifecycle:
         if stream is not None and not pub.key.backup:
             # R48 auto_record, R50 a source back within the grace period continues its recording
             await self.recordings.source_resumed(stream, pub.output)
+        await self.restreams.stream_live(pub.key.stream_id)  # R66: active restreams start with the stream
 
     async def _publisher_ended(self, pub: Publisher, reason: str) -> None:
         sid = pub.key.stream_id
@@ -353,6 +361,7 @@ class StreamLifecycle:
                 await self._feed_switched(pub.output, remaining)
         else:
             self._runtime.pop(sid, None)
+            await self.restreams.stream_ended(sid)
             await pub.output.stop()
         if not pub.key.backup:
             await self.recordings.source_ended(sid)
@@ -379,6 +388,7 @@ class StreamLifecycle:
         if self._failover_task is not None:
             self._failover_task.cancel()
         await self.pulls.stop()
+        await self.restreams.shutdown()
         for pub in list(self._publishers.values()):
             pub.closed.set()
             await pub.close("server shutting down")
@@ -427,7 +437,9 @@ class StreamLifecycle:
         rt.video_height = float(st.source_height) if st.source_height else None
         plan = transcoder.plan
         if plan:
-            rt.transcoded_qualities = transcoded_quality_names(plan)
+            names = transcoded_quality_names(plan)
+            # a source without audio has no audio rendition to report
+            rt.transcoded_qualities = names if st.audio_codec else [n for n in names if n != "audioa"]
 
     async def _record_samples(self, period: float, last_bytes: dict[int, int]) -> None:
         rows = []
@@ -473,6 +485,7 @@ class StreamLifecycle:
         self.directory.remove(stream_id)
         await self.pulls.deleted(stream_id)
         self._kick(stream_id, "stream deleted or its key reset")
+        await self.restreams.stream_ended(stream_id)
         output = self._outputs.pop(stream_id, None)
         if output is not None and not output.ended:
             await output.stop()
@@ -481,7 +494,8 @@ class StreamLifecycle:
         pass  # the player polls the overlays of a stream; nothing to push from here
 
     async def document_changed(self, kind: str, doc_id: int) -> None:
-        pass
+        if kind == "restream":
+            await self.restreams.reconcile(doc_id)
 
     async def dvr_cleanup(self, stream_id: int) -> None:
         output = self._outputs.get(stream_id)

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.delivery.cmaf import Segment, TrackPackager
 from onair.media.library import VideoLibrary
+from onair.media.tap import SourceTap
 from onair.media.transcoder import Transcoder
 from onair.store.models import Stream, Video
 from onair.timeutil import utcnow
@@ -116,60 +117,34 @@ class OriginWriter:
 
     def __init__(self, path: Path, transcoder: Transcoder, ffmpeg: str) -> None:
         self.path = path
-        self.transcoder = transcoder
-        self.ffmpeg = ffmpeg
-        self.proc: asyncio.subprocess.Process | None = None
-        self._primed = False
-        self._dead = False
+        self.tap = SourceTap(
+            transcoder,
+            ["-map", "0:v?", "-map", "0:a?", "-c", "copy",
+             "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "1000000",
+             "-flush_packets", "1", path.name],
+            ffmpeg=ffmpeg, input_args=["-fflags", "+genpts"], cwd=path.parent,
+        )  # fmt: skip
 
     @property
     def files(self) -> list[str]:
         return [self.path.name]
 
     async def start(self) -> None:
-        fmt = self.transcoder.input_format
-        self.proc = await asyncio.create_subprocess_exec(
-            self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-fflags", "+genpts",
-            "-f", fmt, "-i", "pipe:0", "-map", "0:v?", "-map", "0:a?", "-c", "copy",
-            "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "1000000",
-            "-flush_packets", "1", self.path.name,
-            cwd=str(self.path.parent), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        await self.tap.start()
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.tap.pid
 
     async def feed(self, data: bytes) -> None:
         """Called with each source chunk right after the transcoder got it."""
-        if self._dead or self.proc is None or self.proc.stdin is None:
-            return
-        if not self._primed:
-            # joining mid-stream: begin with a decodable start (FLV header, sequence headers, GOP)
-            head = self.transcoder.resume_point()
-            if head is None:
-                return  # no keyframe yet
-            self._primed = True
-            data = head or data
-        try:
-            self.proc.stdin.write(data)
-            await self.proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
+        was_dead = self.tap.dead
+        await self.tap.feed(data)
+        if self.tap.dead and not was_dead:
             log.warning("origin recorder ffmpeg went away", extra={"path": str(self.path)})
-            self._dead = True
 
     async def close(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.stdin is not None and not proc.stdin.is_closing():
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await self.tap.close()
 
 
 class TranscodedWriter:
