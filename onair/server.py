@@ -55,9 +55,11 @@ def build_http_app(node: Node):  # type: ignore[no-untyped-def]
     from onair.delivery.routes import router as delivery_router
     from onair.delivery.vod import router as vod_router
     from onair.ingest.whip.routes import router as whip_router
+    from onair.player.pages import router as pages_router
     from onair.player.routes import router as player_router
 
-    return create_app(node, [delivery_router, player_router, whip_router, vod_router])
+    # pages before vod: `/videos/{vid}/player` must win over vod's `/videos/{vid}/{file:path}`
+    return create_app(node, [delivery_router, player_router, pages_router, whip_router, vod_router])
 
 
 async def serve(settings: Settings) -> None:

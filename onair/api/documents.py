@@ -71,6 +71,11 @@ def _client_extra(node: Node, d: Document) -> dict[str, Any]:
     return {"client_id": node.settings.client_id}
 
 
+def _restream_extra(node: Node, d: Document) -> dict[str, Any]:
+    # `live` is runtime state: whether the pusher is sending to the target now (R66)
+    return {"client_id": node.settings.client_id, "live": node.lifecycle.restream_live(d.id)}
+
+
 def document_router(kind: str, path: str, envelope: str, body_model: type[BaseModel],
                     defaults: dict[str, Any], validate: Validator, extra: Decorator) -> APIRouter:
     router = APIRouter(prefix=f"/streaming/{path}", tags=[path])
@@ -139,7 +144,7 @@ def document_router(kind: str, path: str, envelope: str, body_model: type[BaseMo
 broadcasts = document_router("broadcast", "broadcasts", "broadcast", BroadcastBody, BROADCAST_DEFAULTS,
                              _validate_broadcast, _broadcast_extra)
 restreams = document_router("restream", "restreams", "restream", RestreamBody, RESTREAM_DEFAULTS,
-                            _validate_restream, _client_extra)
+                            _validate_restream, _restream_extra)
 players = document_router("player", "players", "player", PlayerBody, PLAYER_DEFAULTS,
                           _validate_player, _client_extra)
 
@@ -149,8 +154,11 @@ async def spectators(node: NodeDep, db: DbDep, doc_id: int = DocId) -> dict[str,
     d = await db.get(Document, doc_id)
     if d is None or d.kind != "broadcast":
         raise not_found()
+    from onair.player.spectators import SPECTATORS
+
     count = sum(node.lifecycle.viewers(sid) for sid in d.data.get("stream_ids", []) or [])
-    return {"spectators_count": count}
+    # viewers of the broadcast page (info.json polls within 30 s); they also watch the streams: no double count
+    return {"spectators_count": max(count, SPECTATORS.count(doc_id))}
 
 
 @players.get("/{doc_id}/preview", response_class=HTMLResponse)
@@ -158,12 +166,8 @@ async def preview(node: NodeDep, db: DbDep, doc_id: int = DocId) -> HTMLResponse
     d = await db.get(Document, doc_id)
     if d is None or d.kind != "player":
         raise not_found()
-    cfg = {**PLAYER_DEFAULTS, **d.data}
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in cfg.items())
-    css = html.escape(str(cfg.get("custom_css") or ""))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(str(cfg.get('name')))}"
-            f"</title><style>{css}</style></head>"
-            f"<body style='background:{html.escape(str(cfg['bg_color'] or '#000'))}'>"
-            f"<h1>Player preview</h1><table>{rows}</table></body></html>")
-    return HTMLResponse(page)
+    from onair.player.pages import render_preview
+    from onair.player.settings import display_settings
+
+    # the player page in its demo state with this player's display settings applied
+    return render_preview(display_settings(d.data, doc_id), str(d.data.get("name") or "Player preview"))

@@ -5,6 +5,7 @@ plays the MPEG-TS HLS. It reads what it needs from the public `GET /streams/{pid
 (never the push token or push URLs), which also carries the HTML overlays (polled for live changes),
 the DVR window and the projection. hls.js, dash.js and three.js (360°/180° projections) come from npm
 (`package.json`, installed by `make deps` into `node_modules/`) and are served under `/player/vendor/`.
+`?player_id=N` applies a stored player's display settings (settings.py, static/skin.js).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from sqlalchemy import select
 
+from onair.player.settings import load_display_settings, parse_player_id
 from onair.store.models import Overlay, Stream
 
 if TYPE_CHECKING:
@@ -120,7 +122,8 @@ async def player_info(request: Request, pid: str) -> Response:
 
 
 @router.get("/streams/{pid}", response_class=HTMLResponse)
-async def player_page(request: Request, pid: str) -> Response:
+async def player_page(request: Request, pid: str,
+                      player_id: str | None = Query(None, max_length=16)) -> Response:
     node = _node(request)
     stream = await _load(node, pid)
     if stream is None:
@@ -133,9 +136,11 @@ async def player_page(request: Request, pid: str) -> Response:
                    "three": "/player/vendor/three.module.js"},
         "projection_module": "/player/static/projection.js",
         "info": info,
+        # `?player_id=N`: a stored player's display settings (settings.py), else the built-in ones
+        "player": await load_display_settings(node, parse_player_id(player_id)),
     }
-    # `</` cannot end the <script> block holding the JSON
-    config_json = json.dumps(config).replace("</", "<\\/")
+    # `<` escaped: nothing in the JSON can end the <script> block holding it
+    config_json = json.dumps(config).replace("<", "\\u003c")
     page = (TEMPLATE.read_text(encoding="utf-8")
             .replace("{{title}}", html.escape(stream.name or f"Stream {stream.id}"))
             .replace("{{config}}", config_json))

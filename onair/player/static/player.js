@@ -3,7 +3,9 @@
  * window.onairPlayer exposes the <video> element, the library instance and a few helpers.
  * Also: 360°/180° projections (projection.js, three.js; onairPlayer.projection), HTML overlays from
  * info.json (polled, iframes in #onair-overlays) and a DVR seek bar when the stream has DVR on.
- * Events for embedders: "onair:info" and "onair:state" on window. */
+ * Events for embedders: "onair:info" and "onair:state" on window.
+ * Player settings (?player_id=N, cfg.player) are applied by skin.js; with autoplay off the page loads the
+ * stream and waits in state "ready" for a click on the play button (or the native controls). */
 (function () {
   "use strict";
 
@@ -32,6 +34,9 @@
   var retryTimer = null;
   var watchdog = null;
   var mediaRecoveries = 0;
+  var skin = window.onairSkin ? window.onairSkin.apply(cfg.player, root, video) : { autoplay: true, mute: true };
+  var userStarted = false;      // the viewer pressed play (or playback ran once): play() no longer waits
+  var playButton = document.getElementById("onair-play");
 
   var api = {
     video: video,
@@ -39,6 +44,7 @@
     lowLatency: lowLatency,
     state: "loading",
     info: cfg.info,
+    settings: cfg.player || null,
     hls: null,
     dash: null,
     events: [],
@@ -172,8 +178,20 @@
   }
 
   function play() {
+    if (!skin.autoplay && !userStarted) {  // autoplay off: loaded, waiting for the viewer
+      if (api.state === "loading") setState("ready", "autoplay off");
+      return;
+    }
     var p = video.play();
-    if (p && p.catch) p.catch(function (err) { log("play() refused: " + err.name); });
+    if (p && p.catch) p.catch(function (err) {
+      log("play() refused: " + err.name);
+      // a browser may refuse unmuted autoplay: start muted rather than not at all
+      if (err.name === "NotAllowedError" && !video.muted) {
+        video.muted = true;
+        var again = video.play();
+        if (again && again.catch) again.catch(function (e) { log("muted play() refused: " + e.name); });
+      }
+    });
   }
 
   function startHls(url, gen) {
@@ -448,8 +466,11 @@
     return out;
   }
 
-  video.muted = true;
-  video.addEventListener("playing", function () { setState("playing"); });
+  video.muted = skin.mute;
+  video.autoplay = skin.autoplay;
+  muteButton.textContent = video.muted ? "Unmute" : "Mute";
+  video.addEventListener("playing", function () { userStarted = true; setState("playing"); });
+  playButton.addEventListener("click", function () { userStarted = true; play(); });
   video.addEventListener("ended", function () { recheck(generation, "ended"); });
   video.addEventListener("timeupdate", updateDvr);
   video.addEventListener("resize", layoutOverlays);  // the picture size is known or changed
