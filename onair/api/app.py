@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -69,8 +71,6 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
                 "ports": {"http": node.ports.http, "rtmp": node.ports.rtmp, "rtmps": node.ports.rtmps,
                           "srt": node.ports.srt},
                 "live_streams": node.lifecycle.live_count()}
-        import json
-
         return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
     @app.get("/metrics", tags=["ops"])

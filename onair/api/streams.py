@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onair.api.deps import DbDep, NodeDep
-from onair.api.errors import ApiError, field_error, not_found
+from onair.api.errors import field_error, not_found
 from onair.api.schemas import StreamCreate, StreamFields, StreamOut, StreamUpdate
 from onair.api.serialize import overlay_out, stream_out, video_out
 from onair.store.models import Document, Overlay, QualitySet, Stream, Video
@@ -171,7 +171,3 @@ async def stop_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) ->
     video_id = await node.lifecycle.stop_recording(stream_id)
     video = await db.get(Video, video_id) if video_id is not None else None
     return video_out(node, video) if video is not None else {}  # R49: the new Video, or {} (S8)
-
-
-def raise_if_live_only(detail: str) -> None:
-    raise ApiError(422, {"status": 422, "error": detail})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -201,15 +200,10 @@ async def cmaf_media_file(request: Request, pid: str, name: str, file: str) -> R
             if seg is not None and seg.complete:
                 return Response(seg.data, media_type="video/mp4", headers=MEDIA_CACHE)
             # the segment being written goes out with chunked transfer, part by part (LL-DASH)
-            return StreamingResponse(_guard(chunks), media_type="video/mp4", headers=NO_CACHE)
+            return StreamingResponse(chunks, media_type="video/mp4", headers=NO_CACHE)
         raise PlaybackError(404, "no such file")
     except PlaybackError as exc:
         return _error(exc, "cmaf_media")
-
-
-async def _guard(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        yield chunk
 
 
 # --- legacy HLS with MPEG-TS -----------------------------------------------------------------------
