@@ -534,7 +534,11 @@ def test_videos_list_get_delete(srv: OnairServer, sdk: gcore.Gcore, http: httpx.
     assert {v.id for v in vids.list(client_user_id=77).items} >= {va, vc}
     assert {v.id for v in vids.list(id=f"{va},{vc}").items} == {va, vc}
     assert [v.id for v in vids.list(search="unrelated").items] == [vc]
-    assert [v.id for v in vids.list(search=str(vb)).items] == [vb]
+    # search matches id, slug, or a name containing the text: other videos of this module may have
+    # the digit in their names (timestamps), so check the rule rather than one exact list
+    found = vids.list(search=str(vb)).items
+    assert vb in [v.id for v in found]
+    assert all(v.id == vb or str(vb) in (v.name or "") for v in found)
     page1 = vids.list(stream_id=s.id, per_page=1, page=1).items
     page2 = vids.list(stream_id=s.id, per_page=1, page=2).items
     assert len(page1) == 1 and len(page2) == 1 and page1[0].id != page2[0].id
