@@ -44,7 +44,6 @@ def test_manual_recording_and_sigkill_recovery(make_server: Callable[..., OnairS
         video = api(srv, "PUT", f"/streaming/streams/{sid}/stop_recording")
         assert video["id"] and video["stream_id"] == sid and video["status"] in ("empty", "pending")
         assert video["name"].startswith("Stream Record: manual, ")
-        assert stream_state(srv, sid)["recording_duration"] is None or True  # cleared on the next stats tick
         done = ready_video(srv, video["id"])
         assert 6000 <= done["duration"] <= 12000, done["duration"]
         master = http.get(done["hls_url"]).raise_for_status().text
