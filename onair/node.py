@@ -57,9 +57,12 @@ class Node:
     api_key_hashes: set[str] = field(default_factory=set)
     auth_limiter: FailureLimiter = field(default_factory=FailureLimiter)
     region: str = "local"
-    sample_period: float = 10.0
     listeners_ready: asyncio.Event = field(default_factory=asyncio.Event)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sample_period(self) -> float:
+        return self.settings.stats_period
 
     @property
     def data_dir(self) -> Path:

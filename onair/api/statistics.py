@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from onair.api.deps import DbDep, NodeDep
-from onair.store.models import StreamSample
+from onair.store.models import StreamSample, ViewerSample
 
 router = APIRouter(prefix="/streaming/statistics", tags=["statistics"])
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000}
@@ -125,47 +126,70 @@ async def max_stream_series(node: NodeDep, db: DbDep, from_: str | None = Query(
              "metrics": {"streams": [[t, v] for t, v in sorted(peak.items())]}}]
 
 
+async def _viewer_samples(db: DbDep, start: datetime, end: datetime, stream_id: int | None,
+                          client_user_id: int | None) -> list[ViewerSample]:
+    q = select(ViewerSample).where(ViewerSample.at >= start, ViewerSample.at < end)
+    if stream_id is not None:
+        q = q.where(ViewerSample.stream_id == stream_id)
+    if client_user_id is not None:
+        q = q.where(ViewerSample.client_user_id == client_user_id)
+    return list((await db.execute(q.order_by(ViewerSample.at))).scalars())
+
+
+def _at(s: ViewerSample) -> float:
+    at = s.at if s.at.tzinfo else s.at.replace(tzinfo=UTC)
+    return at.timestamp()
+
+
 @router.get("/stream/viewers")
 async def live_unique_viewers(
-    node: NodeDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
+    node: NodeDep, db: DbDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
     granularity: str = "1h", stream_id: int | None = Query(None, ge=1, le=2**31 - 1),
     client_user_id: int | None = Query(None, ge=-(2**31), le=2**31 - 1),
 ) -> Any:
+    """Unique viewers per bucket, counted from the playback requests the node served."""
     try:
-        _series_args(from_, to, granularity)
+        start, end, step = _series_args(from_, to, granularity)
     except StatsError as exc:
         return _bad(str(exc))
-    # viewer accounting from playback logs is not recorded yet: an empty series, not an error
-    return [{"client": node.settings.client_id, "metrics": {"streams": []}}]
+    seen: dict[int, set[str]] = defaultdict(set)
+    for s in await _viewer_samples(db, start, end, stream_id, client_user_id):
+        seen[int(_at(s) // step * step)].update(s.viewers)
+    return [{"client": node.settings.client_id,
+             "metrics": {"streams": [[t, len(v)] for t, v in sorted(seen.items())]}}]
 
 
 @router.get("/stream/watching_duration")
 async def watching_duration(
-    node: NodeDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
+    node: NodeDep, db: DbDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
     granularity: str = "1h", stream_id: int | None = Query(None, ge=1, le=2**31 - 1),
     client_user_id: int | None = Query(None, ge=-(2**31), le=2**31 - 1),
 ) -> Any:
+    """Watch minutes per bucket, each bucket rounded up (the spec's rule: do not sum them for a total)."""
     try:
-        _series_args(from_, to, granularity, require_to=False)
+        start, end, step = _series_args(from_, to, granularity, require_to=False)
     except StatsError as exc:
         return _bad(str(exc))
-    return [{"client": node.settings.client_id, "metrics": {"streams": []}}]
+    seconds: dict[int, float] = defaultdict(float)
+    for s in await _viewer_samples(db, start, end, stream_id, client_user_id):
+        seconds[int(_at(s) // step * step)] += s.watch_seconds
+    return [{"client": node.settings.client_id,
+             "metrics": {"streams": [[t, math.ceil(v / 60)] for t, v in sorted(seconds.items())]}}]
 
 
 @router.get("/stream/watching_duration/total")
 async def watching_duration_total(
-    node: NodeDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
+    node: NodeDep, db: DbDep, from_: str | None = Query(None, alias="from"), to: str | None = None,
     stream_id: int | None = Query(None, ge=1, le=2**31 - 1),
     client_user_id: int | None = Query(None, ge=-(2**31), le=2**31 - 1),
 ) -> Any:
     try:
-        if from_:
-            _parse_time("from", from_)
-        if to:
-            _parse_time("to", to)
+        start = _parse_time("from", from_) if from_ else datetime(1970, 1, 1, tzinfo=UTC)
+        end = _parse_time("to", to) if to else datetime.now(UTC) + timedelta(minutes=1)
     except StatsError as exc:
         return _bad(str(exc))
-    row: dict[str, Any] = {"client": node.settings.client_id, "duration": 0}
+    total = sum(s.watch_seconds for s in await _viewer_samples(db, start, end, stream_id, client_user_id))
+    row: dict[str, Any] = {"client": node.settings.client_id, "duration": math.ceil(total / 60)}
     if client_user_id is not None:
         row["client_user_id"] = client_user_id
     if stream_id is not None:

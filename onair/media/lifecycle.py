@@ -8,6 +8,7 @@ session replaces it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import shutil
@@ -35,7 +36,7 @@ from onair.media.library import VideoLibrary
 from onair.media.recording import Recordings
 from onair.media.restream import Restreams
 from onair.media.transcoder import Transcoder
-from onair.store.models import QualitySet, Stream, StreamSample
+from onair.store.models import QualitySet, Stream, StreamSample, ViewerSample
 from onair.timeutil import utcnow
 
 log = logging.getLogger("onair.lifecycle")
@@ -220,6 +221,7 @@ class StreamLifecycle:
                                      min_free_mb=settings.min_free_mb)
         self.clips = Clipper(sessionmaker, library, self.recordings)
         self._runtime: dict[int, RuntimeStats] = {}
+        self._client_user_ids: dict[int, int | None] = {}  # for viewer statistics filtered by client_user_id
         self._publishers: dict[tuple[int, bool], Publisher] = {}
         self._outputs: dict[int, LiveOutput] = {}
         self._lock = asyncio.Lock()
@@ -229,7 +231,7 @@ class StreamLifecycle:
         self.directory = IngestDirectory()  # who may push, for the SRT handshake (no DB there)
         self.pulls = PullManager(self)
         self.restreams = Restreams(self)
-        self.sample_period = 10.0
+        self.sample_period = settings.stats_period
 
     # --- queries used by the API and playback -------------------------------------------------------
     def runtime(self, stream_id: int) -> RuntimeStats | None:
@@ -255,6 +257,20 @@ class StreamLifecycle:
         rt = self._runtime.get(stream_id)
         if rt is not None and (client in rt.viewers or len(rt.viewers) < 100_000):
             rt.viewers[client] = time.monotonic()
+
+    def _viewer_rows(self, now: datetime, period: float) -> list[ViewerSample]:
+        """One row per watched stream: viewers seen in the last period (hashed), each counted for it."""
+        rows = []
+        cutoff = time.monotonic() - period
+        for sid, rt in list(self._runtime.items()):
+            seen = [c for c, t in rt.viewers.items() if t >= cutoff]
+            for c in [c for c, t in rt.viewers.items() if t < cutoff - 30]:
+                del rt.viewers[c]  # keep the map bounded to recent viewers
+            if seen:
+                keys = sorted(hashlib.sha256(c.encode()).hexdigest()[:16] for c in seen)
+                rows.append(ViewerSample(stream_id=sid, client_user_id=self._client_user_ids.get(sid), at=now,
+                                         viewers=keys, watch_seconds=len(seen) * period))
+        return rows
 
     # --- ingest gateway -----------------------------------------------------------------------------
     async def open_session(self, *, protocol: str, app: str, stream_name: str, remote: str,
@@ -304,6 +320,7 @@ class StreamLifecycle:
             self._publishers[(key.stream_id, key.backup)] = publisher
             self._outputs[key.stream_id] = output
             self._runtime[key.stream_id] = RuntimeStats()
+            self._client_user_ids[key.stream_id] = stream.client_user_id
         await output.start()
         INGEST_SESSIONS.labels(protocol, "accepted").inc()
         LIVE_STREAMS.set(len(self._publishers))
@@ -442,7 +459,7 @@ class StreamLifecycle:
             rt.transcoded_qualities = names if st.audio_codec else [n for n in names if n != "audioa"]
 
     async def _record_samples(self, period: float, last_bytes: dict[int, int]) -> None:
-        rows = []
+        rows: list[StreamSample | ViewerSample] = []
         now: datetime = utcnow()
         for (sid, _backup), pub in list(self._publishers.items()):
             if pub.output.feeds.feeding is not pub:
@@ -455,6 +472,7 @@ class StreamLifecycle:
             fps = st.source_fps or 0.0
             rows.append(StreamSample(stream_id=sid, at=now, bitrate_kbps=delta * 8 / 1000 / period, fps=fps,
                                      height=st.source_height, keyframe_interval=2, frames=int(fps * period)))
+        rows.extend(self._viewer_rows(now, period))
         if rows:
             async with self.sessionmaker() as db:
                 db.add_all(rows)
@@ -471,6 +489,8 @@ class StreamLifecycle:
                 task.add_done_callback(self._tasks.discard)
 
     async def stream_changed(self, stream: Stream) -> None:
+        if stream.id in self._client_user_ids:
+            self._client_user_ids[stream.id] = stream.client_user_id
         self.directory.update(stream)
         if not stream.active:
             self._kick(stream.id, "stream switched off")

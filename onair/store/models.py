@@ -140,3 +140,16 @@ class StreamSample(Base):
     height: Mapped[int] = mapped_column(Integer)
     keyframe_interval: Mapped[int] = mapped_column(Integer)
     frames: Mapped[int] = mapped_column(Integer)
+
+
+class ViewerSample(Base):
+    """Who watched a stream during one sampling period: feeds the viewer/watch-time statistics (T4–T6)."""
+
+    __tablename__ = "viewer_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream_id: Mapped[int] = mapped_column(Integer, index=True)
+    client_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # hashed viewer keys (never addresses) seen in the period, for unique counts over any bucket
+    viewers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    watch_seconds: Mapped[float] = mapped_column(Float)
