@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,18 @@ def test_manual_recording_and_sigkill_recovery(make_server: Callable[..., OnairS
         master = http.get(done["hls_url"]).raise_for_status().text
         assert extinf_total(http.get(parse_master(master, done["hls_url"])[0]["uri"]).text) >= 6
         assert codecs(ffprobe(http.get(done["origin_url"]).content)) == {"h264", "aac"}
+        # dash_url: a static MPD whose first video segment decodes after its init segment
+        mpd = ET.fromstring(http.get(done["dash_url"]).raise_for_status().text)
+        ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+        assert mpd.get("type") == "static"
+        tmpl = mpd.find(".//d:SegmentTemplate", ns)
+        rep = mpd.find(".//d:Representation", ns)
+        assert tmpl is not None and rep is not None
+        rid, base = rep.get("id", ""), done["dash_url"].rsplit("/", 1)[0]
+        init = http.get(f"{base}/{tmpl.get('initialization', '').replace('$RepresentationID$', rid)}").content
+        first = tmpl.get("media", "").replace("$RepresentationID$", rid).replace(
+            "$Number%05d$", f"{int(tmpl.get('startNumber', '1')):05d}")
+        assert codecs(ffprobe(init + http.get(f"{base}/{first}").raise_for_status().content))
 
         # a second recording, interrupted by kill -9 of the server after ~8 s
         with srv.client() as c:

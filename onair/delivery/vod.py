@@ -1,6 +1,6 @@
 """Playback of the video library: recordings (§14.4) and instant clips (§14.3).
 
-    /videos/{cid}_{slug}/master.m3u8 (MPEG-TS HLS), master-cmaf.m3u8 (fMP4 HLS), poster.jpg,
+    /videos/{cid}_{slug}/master.m3u8 (MPEG-TS HLS), master-cmaf.m3u8 (fMP4 HLS), master.mpd (DASH), poster.jpg,
         {hls,cmaf}/..., any `*.mp4` name the API hands out (origin_*/converted_videos), + /download[={name}]
     /rec/{cid}_{sid}/rec_{clip}_qsid{n}_{master|rendition}.{m3u8|mp4}, rec_{clip}/{track}/...
 """
@@ -26,14 +26,15 @@ HLS_TYPE = "application/vnd.apple.mpegurl"
 CACHE = {"Cache-Control": "public, max-age=60"}
 _VID = re.compile(r"^([0-9]{1,10})_([A-Za-z0-9]{1,32})$")
 _PID = re.compile(r"^([0-9]{1,10})_([0-9]{1,10})$")
-_VOD_FILE = re.compile(r"^(master\.m3u8|master-cmaf\.m3u8|poster\.jpg|hls/(index\.m3u8|seg[0-9]{1,6}\.ts)"
-                       r"|cmaf/(index\.m3u8|init\.mp4|seg[0-9]{1,6}\.m4s))$")
+_VOD_FILE = re.compile(r"^(master\.m3u8|master-cmaf\.m3u8|master\.mpd|poster\.jpg|hls/(index\.m3u8|seg[0-9]{1,6}\.ts)"
+                       r"|cmaf/(index\.m3u8|init\.mp4|seg[0-9]{1,6}\.m4s)"
+                       r"|dash/(init-[0-9]{1,2}\.m4s|chunk-[0-9]{1,2}-[0-9]{5,6}\.m4s))$")
 _MP4 = re.compile(r"^[A-Za-z0-9_]{1,64}\.mp4$")
 _DOWNLOAD = re.compile(r"^download(=([A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}))?$")
 _CLIP_TOP = re.compile(r"^rec_([a-z0-9]{1,32})_qsid[0-9]{1,10}_(master|media_[0-9]{1,2}_[0-9]{1,5})\.(m3u8|mp4)$")
 _CLIP_MEDIA = re.compile(r"^rec_([a-z0-9]{1,32})/([A-Za-z0-9]{1,16})/(index\.m3u8|init\.mp4|seg[0-9]{1,6}\.m4s)$")
 _TYPES = {".m3u8": HLS_TYPE, ".ts": "video/mp2t", ".m4s": "video/iso.segment", ".mp4": "video/mp4",
-          ".jpg": "image/jpeg"}
+          ".jpg": "image/jpeg", ".mpd": "application/dash+xml"}
 
 
 def _node(request: Request) -> Node:

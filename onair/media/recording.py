@@ -495,6 +495,16 @@ class Recordings:
                                         *extra, "index.m3u8"], cwd=d, ffmpeg=self.ffmpeg)
             if rc != 0:
                 log.warning("VOD HLS failed", extra={"video_id": video_id, "kind": sub, "error": err[-300:]})
+        # DASH (dash_url = master.mpd): separate video/audio representations, remux only
+        shutil.rmtree(vdir / "dash", ignore_errors=True)
+        (vdir / "dash").mkdir()
+        rc, err = await run_ffmpeg(["-i", str(tmp), "-map", "0", "-c", "copy", "-f", "dash",
+                                    "-seg_duration", str(HLS_SEGMENT_S), "-use_template", "1", "-use_timeline", "1",
+                                    "-init_seg_name", "dash/init-$RepresentationID$.m4s",
+                                    "-media_seg_name", "dash/chunk-$RepresentationID$-$Number%05d$.m4s",
+                                    "master.mpd"], cwd=vdir, ffmpeg=self.ffmpeg)
+        if rc != 0:
+            log.warning("VOD DASH failed", extra={"video_id": video_id, "error": err[-300:]})
         size = tmp.stat().st_size
         bandwidth = int(size * 8 / info.duration) if info.duration > 0 else 1
         codecs = ",".join(c for c in ("avc1.64001f" if info.video_codec == "h264" else None,
