@@ -85,3 +85,26 @@ def test_manual_recording_and_sigkill_recovery(make_server: Callable[..., OnairS
     finally:
         stop(publisher)
         http.close()
+
+
+def test_long_recording_is_split(make_server) -> None:  # type: ignore[no-untyped-def]
+    """R51 with the maximum lowered to 5 s: a 14 s auto-recorded push becomes consecutive Videos."""
+    srv = make_server(recording_max_seconds=5).start()
+    with srv.client() as c:
+        stream = c.post("/streaming/streams", json={"name": "split", "active": True, "auto_record": True}).json()
+    sid = stream["id"]
+    publisher = push_rtmp(stream["push_url"], size="320x240", rate=15, seconds=14)
+    try:
+        wait_until(lambda: stream_state(srv, sid)["live"], 10, what="live")
+        publisher.wait(40)
+    finally:
+        stop(publisher)
+    with srv.client() as c:
+        def ready() -> list[dict[str, object]]:
+            vids = c.get("/streaming/videos", params={"stream_id": sid}).json()
+            return vids if len(vids) >= 2 and all(v["status"] == "ready" for v in vids) else []
+
+        videos = wait_until(ready, 90, what="split recordings ready")
+    durations = sorted(int(v["duration"]) for v in videos)  # type: ignore[call-overload]
+    assert len(videos) >= 2 and sum(durations) >= 9000, durations
+    assert all(d <= 8000 for d in durations[:-1]), durations

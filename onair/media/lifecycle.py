@@ -426,12 +426,22 @@ class StreamLifecycle:
                         self._apply_stats(rt, pub.output.transcoder)
                         rt.recording_duration = self.recordings.duration(sid)
                 await self._guard_disk()
+                await self._split_long_recordings()
                 if time.monotonic() - last_sample >= self.sample_period:
                     period = time.monotonic() - last_sample
                     last_sample = time.monotonic()
                     await self._record_samples(period, last_bytes)
             except Exception:  # a stats hiccup must never stop the loop
                 log.exception("stats loop error")
+
+    async def _split_long_recordings(self) -> None:
+        """R51: a recording reaching the maximum length is closed and the next Video continues it."""
+        for sid, rec in list(self.recordings.active.items()):
+            if rec.duration < self.settings.recording_max_seconds or rec.writer is None:
+                continue
+            log.info("splitting a long recording", extra={"stream_id": sid, "seconds": round(rec.duration)})
+            await self.recordings.stop(sid)
+            await self.start_recording(sid)
 
     def disk_free_mb(self) -> float:
         return shutil.disk_usage(self.settings.data_dir).free / 2**20
