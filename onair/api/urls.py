@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_PUBLIC_ID = re.compile(r"^([0-9]{1,10})_([0-9]{1,10})$")
 
 
 @dataclass
@@ -20,6 +23,13 @@ class UrlBuilder:
 
     def public_id(self, stream_id: int) -> str:
         return f"{self.client_id}_{stream_id}"
+
+    def parse_public_id(self, pid: str) -> int | None:
+        """`{client_id}_{n}` of a public URL → n; None when malformed, out of range or another account's."""
+        m = _PUBLIC_ID.match(pid)
+        if m is None or int(m[1]) != self.client_id or not 0 < int(m[2]) < 2**31:
+            return None
+        return int(m[2])
 
     def stream_urls(self, stream_id: int, token: str) -> dict[str, str]:
         pid = self.public_id(stream_id)

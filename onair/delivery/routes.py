@@ -29,7 +29,6 @@ NO_CACHE = {"Cache-Control": "no-cache, no-store"}
 SHORT_CACHE = {"Cache-Control": "public, max-age=1"}
 MEDIA_CACHE = {"Cache-Control": "public, max-age=30"}
 PLAYBACK_REQUESTS = Counter("onair_playback_requests_total", "Playback requests", ["kind", "status"])
-_PID = re.compile(r"^([0-9]{1,10})_([0-9]{1,10})$")
 _NAME = re.compile(r"^[A-Za-z0-9]{1,16}$")
 _SEG = re.compile(r"^seg([0-9]{1,9})\.m4s$")
 _PART = re.compile(r"^part([0-9]{1,9})\.([0-9]{1,4})\.m4s$")
@@ -56,10 +55,10 @@ def _node(request: Request) -> Node:
 
 
 def _stream_id(node: Node, pid: str) -> int:
-    m = _PID.match(pid)
-    if m is None or int(m[1]) != node.settings.client_id:
+    sid = node.urls.parse_public_id(pid)
+    if sid is None:
         raise PlaybackError(404, "no such stream", "2000")
-    return int(m[2])
+    return sid
 
 
 def _output(node: Node, pid: str) -> LiveOutput:

@@ -25,7 +25,6 @@ router = APIRouter(tags=["vod"])
 HLS_TYPE = "application/vnd.apple.mpegurl"
 CACHE = {"Cache-Control": "public, max-age=60"}
 _VID = re.compile(r"^([0-9]{1,10})_([A-Za-z0-9]{1,32})$")
-_PID = re.compile(r"^([0-9]{1,10})_([0-9]{1,10})$")
 _VOD_FILE = re.compile(r"^(master\.m3u8|master-cmaf\.m3u8|master\.mpd|poster\.jpg|hls/(index\.m3u8|seg[0-9]{1,6}\.ts)"
                        r"|cmaf/(index\.m3u8|init\.mp4|seg[0-9]{1,6}\.m4s)"
                        r"|dash/(init-[0-9]{1,2}\.m4s|chunk-[0-9]{1,2}-[0-9]{5,6}\.m4s))$")
@@ -78,8 +77,8 @@ async def video_file(request: Request, vid: str, file: str) -> Response:
 @router.get("/rec/{pid}/{file:path}")
 async def clip_file(request: Request, pid: str, file: str) -> Response:
     node = _node(request)
-    m = _PID.match(pid)
-    if m is None or int(m[1]) != node.settings.client_id:
+    stream_id = node.urls.parse_public_id(pid)
+    if stream_id is None:
         return _missing()
     top, media = _CLIP_TOP.match(file), _CLIP_MEDIA.match(file)
     found = top or media
@@ -89,7 +88,7 @@ async def clip_file(request: Request, pid: str, file: str) -> Response:
     async with node.sessionmaker() as db:
         clip = await db.get(Clip, clip_id)
     now = time.time()
-    if clip is None or clip.stream_id != int(m[2]) or now >= clip.expiration:
+    if clip is None or clip.stream_id != stream_id or now >= clip.expiration:
         return _missing("clip not found or expired")
     d = node.library.clip_dir(clip_id)
     if top is not None:

@@ -44,7 +44,6 @@ DEFAULT_MESSAGES = {
     "Finished": "The broadcast has finished. Thank you for watching!",
 }
 _VID = re.compile(r"^([0-9]{1,10})_([A-Za-z0-9]{1,32})$")
-_BID = re.compile(r"^([0-9]{1,10})_([0-9]{1,10})$")
 
 
 def _node(request: Request) -> Node:
@@ -124,10 +123,7 @@ def render_preview(settings: dict[str, Any], title: str) -> HTMLResponse:
 # --- broadcast page ----------------------------------------------------------------------------------
 
 def _broadcast_id(node: Node, bid: str) -> int | None:
-    m = _BID.match(bid)
-    if m is None or int(m[1]) != node.settings.client_id or not 0 < int(m[2]) < 2**31:
-        return None
-    return int(m[2])
+    return node.urls.parse_public_id(bid)
 
 
 async def _broadcast(node: Node, bid: str) -> Document | None:

@@ -35,7 +35,6 @@ TEMPLATE = HERE / "templates" / "player.html"
 NODE_MODULES_ENV = "ONAIR_PLAYER_NODE_MODULES"
 NO_CACHE = {"Cache-Control": "no-cache, no-store"}
 STATIC_CACHE = {"Cache-Control": "public, max-age=300"}
-_PID = re.compile(r"^([0-9]{1,10})_([0-9]{1,10})$")
 _STATIC = re.compile(r"^[A-Za-z0-9_-]{1,64}\.(js|css|svg)$")
 _MEDIA_TYPES = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
 # the only npm files served, by public name → path under node_modules
@@ -62,10 +61,7 @@ def _node(request: Request) -> Node:
 
 
 def _stream_id(node: Node, pid: str) -> int | None:
-    m = _PID.match(pid)
-    if m is None or int(m[1]) != node.settings.client_id:
-        return None
-    return int(m[2])
+    return node.urls.parse_public_id(pid)
 
 
 async def _load(node: Node, pid: str) -> Stream | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import re
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
@@ -123,18 +122,17 @@ async def whip_patch(key: str, session_id: str) -> Response:
                     status_code=405, media_type="text/plain", headers={"Allow": "DELETE"})
 
 
-_PID = re.compile(r"^(?P<cid>[0-9]{1,10})_(?P<sid>[0-9]{1,10})$")
 
 
 @router.get("/streams/{pid}/golive", response_class=HTMLResponse)
 async def golive_page(request: Request, pid: str) -> Response:
     """Camera/microphone → WHIP. The page never holds the token: the WHIP URL is typed or passed in `?whip=`."""
     node: Node = request.app.state.node
-    match = _PID.match(pid)
+    sid = node.urls.parse_public_id(pid)
     stream = None
-    if match and int(match["cid"]) == node.settings.client_id:
+    if sid is not None:
         async with node.sessionmaker() as db:
-            stream = await db.get(Stream, int(match["sid"]))
+            stream = await db.get(Stream, sid)
     if stream is None:
         return HTMLResponse("<!doctype html><title>Not found</title><p>No such stream.</p>", status_code=404,
                             headers=NO_STORE)
