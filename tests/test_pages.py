@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.browser import PLAYER_ARGS, launch_chromium
 from tests.conftest import API_KEY, OnairServer, have, wait_until
 from tests.media import push_rtmp, stop
-from tests.test_player import CHROMIUM, CHROMIUM_ARGS, ROOT
 
 needs_ffmpeg = pytest.mark.skipif(not have("ffmpeg"), reason="ffmpeg missing")
 STATUS_DEADLINE = 6  # R69: a status change shows in open pages within a few seconds (they poll every 2 s)
@@ -39,15 +38,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnairServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make deps)")
-    if not (ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js").is_file():
-        pytest.skip("node_modules missing (make deps runs npm install)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from launch_chromium(PLAYER_ARGS, need_player_assets=True)
 
 
 @pytest.fixture(scope="module")

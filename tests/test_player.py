@@ -11,17 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import PLAYER_ARGS, ROOT, launch_chromium
 from tests.conftest import OnairServer, have, wait_until
 from tests.media import push_rtmp, stop
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-# No GPU here: WebGL (the 360° player) runs on SwiftShader. Chromium 156 still falls back to it with
-# --disable-gpu; --enable-unsafe-swiftshader is the explicit opt-in Chromium asks for since it started
-# phasing out the automatic fallback.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
 SCREENSHOTS = Path("/tmp")
 
 pytestmark = pytest.mark.media
@@ -37,15 +30,7 @@ def _create(srv: OnairServer, **fields: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make deps)")
-    if not (ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js").is_file():
-        pytest.skip("node_modules missing (make deps runs npm install)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from launch_chromium(PLAYER_ARGS, need_player_assets=True)
 
 
 def test_player_info_and_vendor(server: OnairServer) -> None:

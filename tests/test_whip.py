@@ -5,23 +5,17 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.browser import WEBRTC_ARGS, launch_chromium
 from tests.conftest import OnairServer, wait_until
 from tests.media import codecs, ffprobe, parse_master
 
 pytestmark = pytest.mark.media
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                 "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"]
 
 
 def _create(srv: OnairServer, **fields: Any) -> dict[str, Any]:
@@ -151,13 +145,7 @@ def test_whip_refusals(server: OnairServer, whip_client: Any) -> None:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make deps)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    yield from launch_chromium(WEBRTC_ARGS, need_player_assets=True)
 
 
 def test_golive_page_requires_the_whip_url(server: OnairServer) -> None:

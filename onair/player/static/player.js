@@ -29,7 +29,6 @@
   var dvrBar = document.getElementById("onair-dvr");
   var seekBar = document.getElementById("onair-seek");
   var behindLabel = document.getElementById("onair-behind");
-  var scripts = {};
   var generation = 0;
   var retryTimer = null;
   var watchdog = null;
@@ -56,18 +55,8 @@
   };
   window.onairPlayer = api;
 
-  function log(msg) {
-    api.events.push({ t: Date.now(), msg: msg });
-    if (api.events.length > 100) api.events.shift();
-    if (window.console) console.info("[onair] " + msg);
-  }
-
-  function setState(state, reason) {
-    if (api.state !== state) log("state " + state + (reason ? " (" + reason + ")" : ""));
-    api.state = state;
-    document.body.dataset.state = state;
-    window.dispatchEvent(new CustomEvent("onair:state", { detail: { state: state, reason: reason || "" } }));
-  }
+  var log = window.onairCommon.logger(api);
+  var setState = window.onairCommon.stateSetter(api, log);
 
   function setInfo(info) {
     api.info = info;
@@ -85,18 +74,7 @@
     return info.hls_cmaf_url;
   }
 
-  function loadScript(src) {
-    if (!scripts[src]) {
-      scripts[src] = new Promise(function (resolve, reject) {
-        var s = document.createElement("script");
-        s.src = src;
-        s.onload = function () { resolve(); };
-        s.onerror = function () { delete scripts[src]; reject(new Error("cannot load " + src)); };
-        document.head.appendChild(s);
-      });
-    }
-    return scripts[src];
-  }
+  var loadScript = window.onairCommon.loadScript;
 
   function probe(url) {
     return fetch(url, { cache: "no-store" }).then(function (r) { return r.ok; }, function () { return false; });

@@ -14,7 +14,6 @@
   var playButton = document.getElementById("onair-play");
   var skin = window.onairSkin.apply(cfg.player, root, video);
   var userStarted = false;
-  var scripts = {};
 
   var api = {
     video: video,
@@ -37,31 +36,10 @@
     return isFinite(t) && t > 0 ? t : 0;
   }
 
-  function log(msg) {
-    api.events.push({ t: Date.now(), msg: msg });
-    if (api.events.length > 100) api.events.shift();
-    if (window.console) console.info("[onair] " + msg);
-  }
+  var log = window.onairCommon.logger(api);
+  var setState = window.onairCommon.stateSetter(api, log);
 
-  function setState(state, reason) {
-    if (api.state !== state) log("state " + state + (reason ? " (" + reason + ")" : ""));
-    api.state = state;
-    document.body.dataset.state = state;
-    window.dispatchEvent(new CustomEvent("onair:state", { detail: { state: state, reason: reason || "" } }));
-  }
-
-  function loadScript(src) {
-    if (!scripts[src]) {
-      scripts[src] = new Promise(function (resolve, reject) {
-        var s = document.createElement("script");
-        s.src = src;
-        s.onload = function () { resolve(); };
-        s.onerror = function () { delete scripts[src]; reject(new Error("cannot load " + src)); };
-        document.head.appendChild(s);
-      });
-    }
-    return scripts[src];
-  }
+  var loadScript = window.onairCommon.loadScript;
 
   function play() {
     if (!skin.autoplay && !userStarted) { setState("ready", "autoplay off"); return; }
