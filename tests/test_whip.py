@@ -12,24 +12,11 @@ import pytest
 
 from tests.browser import WEBRTC_ARGS, launch_chromium
 from tests.conftest import OnairServer, wait_until
+from tests.ingest_media import create_stream, get_stream
 from tests.media import codecs, ffprobe, parse_master
 
 pytestmark = pytest.mark.media
 
-
-
-def _create(srv: OnairServer, **fields: Any) -> dict[str, Any]:
-    with srv.client() as c:
-        r = c.post("/streaming/streams", json={"name": "whip", "active": True, **fields})
-        r.raise_for_status()
-        stream: dict[str, Any] = r.json()
-        return stream
-
-
-def _get(srv: OnairServer, sid: int) -> dict[str, Any]:
-    with srv.client() as c:
-        stream: dict[str, Any] = c.get(f"/streaming/streams/{sid}").raise_for_status().json()
-        return stream
 
 
 def _media_lines(text: str) -> list[str]:
@@ -82,7 +69,7 @@ def whip_client() -> Iterator[Any]:
 
 
 def test_aiortc_publishes_and_plays(server: OnairServer, whip_client: Any) -> None:
-    stream = _create(server)
+    stream = create_stream(server)
     url = stream["push_url_whip"]
     assert url == f"{server.base_url}/whip/{stream['id']}_{stream['token']}/whip"
     pub = whip_client(url)
@@ -94,7 +81,7 @@ def test_aiortc_publishes_and_plays(server: OnairServer, whip_client: Any) -> No
     assert "H264/90000" in r.text and "opus/48000" in r.text and "VP8" not in r.text
     assert " 127.0.0.1 " in r.text, "loopback candidate offered when bound to 127.0.0.1"
     wait_until(lambda: pub.connection_state() == "connected", 15, what="ICE connected")
-    live = wait_until(lambda: (s := _get(server, stream["id"]))["live"] and s, 10, what="live=true")
+    live = wait_until(lambda: (s := get_stream(server, stream["id"]))["live"] and s, 10, what="live=true")
     assert live["stream_source_type"] == "webrtc"
     _assert_llhls_decodes(stream, (640, 360))
 
@@ -107,12 +94,12 @@ def test_aiortc_publishes_and_plays(server: OnairServer, whip_client: Any) -> No
                        headers={"Content-Type": "application/trickle-ice-sdpfrag"}).status_code == 405
     assert httpx.delete(server.base_url + location.rsplit("/", 1)[0] + "/nope").status_code == 404
     assert httpx.delete(server.base_url + location).status_code == 200
-    wait_until(lambda: not _get(server, stream["id"])["live"], 10, what="live=false after DELETE")
+    wait_until(lambda: not get_stream(server, stream["id"])["live"], 10, what="live=false after DELETE")
     assert httpx.delete(server.base_url + location).status_code == 404
 
 
 def test_whip_refusals(server: OnairServer, whip_client: Any) -> None:
-    stream = _create(server)
+    stream = create_stream(server)
     url = stream["push_url_whip"]
     base = url.rsplit("/whip/", 1)[0]
 
@@ -134,7 +121,7 @@ def test_whip_refusals(server: OnairServer, whip_client: Any) -> None:
     preflight = httpx.options(url, headers={"Origin": "http://example.org", "Access-Control-Request-Method": "POST",
                                             "Access-Control-Request-Headers": "content-type"})
     assert preflight.status_code == 200 and preflight.headers.get("access-control-allow-origin")
-    assert not _get(server, stream["id"])["live"]
+    assert not get_stream(server, stream["id"])["live"]
 
     with server.client() as c:
         c.patch(f"/streaming/streams/{stream['id']}", json={"active": False}).raise_for_status()
@@ -149,7 +136,7 @@ def chromium() -> Iterator[Any]:
 
 
 def test_golive_page_requires_the_whip_url(server: OnairServer) -> None:
-    stream = _create(server)
+    stream = create_stream(server)
     pid = stream["iframe_url"].rsplit("/", 1)[1]
     page = httpx.get(f"{server.base_url}/streams/{pid}/golive")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
@@ -218,7 +205,7 @@ async (src) => {
 
 
 def test_chromium_golive_publishes_to_llhls(server: OnairServer, chromium: Any, request: Any) -> None:
-    stream = _create(server)
+    stream = create_stream(server)
     pid = stream["iframe_url"].rsplit("/", 1)[1]
     context = chromium.new_context()
     context.add_init_script(STAMP_CAMERA)
@@ -231,7 +218,7 @@ def test_chromium_golive_publishes_to_llhls(server: OnairServer, chromium: Any, 
         assert stream["token"] not in page.url, "the page drops the WHIP URL from the address bar"
         wait_until(lambda: page.evaluate("golive.state") == "live", 20,
                    what=f"golive live; state={page.evaluate('[golive.state, golive.error]')} console={console[-5:]}")
-        live = wait_until(lambda: (s := _get(server, stream["id"]))["live"] and s, 10, what="live=true")
+        live = wait_until(lambda: (s := get_stream(server, stream["id"]))["live"] and s, 10, what="live=true")
         assert live["stream_source_type"] == "webrtc"
         _assert_llhls_decodes(stream, (1280, 720))
 
@@ -250,6 +237,6 @@ def test_chromium_golive_publishes_to_llhls(server: OnairServer, chromium: Any, 
         assert g2g < 20_000, report  # a sanity bound: the figure is reported, load on 2 cores moves it
 
         page.click("#stop")
-        wait_until(lambda: not _get(server, stream["id"])["live"], 10, what="live=false after Stop (DELETE)")
+        wait_until(lambda: not get_stream(server, stream["id"])["live"], 10, what="live=false after Stop (DELETE)")
     finally:
         context.close()

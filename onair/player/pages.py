@@ -122,12 +122,8 @@ def render_preview(settings: dict[str, Any], title: str) -> HTMLResponse:
 
 # --- broadcast page ----------------------------------------------------------------------------------
 
-def _broadcast_id(node: Node, bid: str) -> int | None:
-    return node.urls.parse_public_id(bid)
-
-
 async def _broadcast(node: Node, bid: str) -> Document | None:
-    doc_id = _broadcast_id(node, bid)
+    doc_id = node.urls.parse_public_id(bid)
     if doc_id is None:
         return None
     async with node.sessionmaker() as db:

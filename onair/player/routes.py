@@ -60,12 +60,8 @@ def _node(request: Request) -> Node:
     return node
 
 
-def _stream_id(node: Node, pid: str) -> int | None:
-    return node.urls.parse_public_id(pid)
-
-
 async def _load(node: Node, pid: str) -> Stream | None:
-    sid = _stream_id(node, pid)
+    sid = node.urls.parse_public_id(pid)
     if sid is None:
         return None
     async with node.sessionmaker() as db:
