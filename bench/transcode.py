@@ -3,7 +3,7 @@
 Source: a pre-encoded 40 s 1280x720@30 H.264/AAC FLV (testsrc2 + sine, 2 s GOP), read in real time.
 onair: the file is pushed over RTMP with `ffmpeg -re -c copy`; CPU of the server's process tree (the
 Python process + its ffmpeg/ffprobe children, /proc utime+stime incl. reaped children) over a window
-once ffmpeg has run for a few seconds. Alone: the argv of `onair.media.transcoder.build_ffmpeg_command`
+once ffmpeg has run for a few seconds. Alone: the argv of `onair.transcode.transcoder.build_ffmpeg_command`
 for the same ladder (720p/480p/360p + audio, fMP4 per track to /dev/null instead of onair's pipes,
 MPEG-TS HLS and screenshots to a temp dir), reading the same file with `-stream_loop -1 -re`, same
 window. Both figures are CPU seconds per second of media produced in the window (alone: ffmpeg's
@@ -88,9 +88,9 @@ def run_onair(src: Path, warmup: float, window: float) -> tuple[Result, list[str
 
 
 def standalone_command(src: Path, fds: dict[str, int], progress_fd: int) -> list[str]:
-    from onair.media.ladder import DEFAULT_LADDER, plan_ladder
-    from onair.media.probe import SourceInfo
-    from onair.media.transcoder import build_ffmpeg_command
+    from onair.formats.probe import SourceInfo
+    from onair.transcode.command import build_ffmpeg_command
+    from onair.transcode.ladder import DEFAULT_LADDER, plan_ladder
 
     plan = plan_ladder(DEFAULT_LADDER, W, H)
     cmd = build_ffmpeg_command(ffmpeg="ffmpeg", input_format="flv", plan=plan,
@@ -103,7 +103,7 @@ def standalone_command(src: Path, fds: dict[str, int], progress_fd: int) -> list
 
 
 def run_alone(src: Path, warmup: float, window: float) -> tuple[Result, list[str]]:
-    from onair.media.ladder import AUDIO_TRACK, DEFAULT_LADDER, plan_ladder
+    from onair.transcode.ladder import AUDIO_TRACK, DEFAULT_LADDER, plan_ladder
 
     names = [r.name for r in plan_ladder(DEFAULT_LADDER, W, H)] + [AUDIO_TRACK]
     with tempfile.TemporaryDirectory(prefix="onair-bench-ladder-") as tmp:

@@ -122,13 +122,13 @@ def chunk(csid: int, type_id: int, stream_id: int, payload: bytes, ts: int = 0, 
 
 
 def command(*values: Any, stream_id: int = 0, csid: int = 3, chunk_size: int = 128) -> bytes:
-    from onair.ingest import amf0
+    from onair.formats import amf0
 
     return chunk(csid, 20, stream_id, amf0.encode(*values), chunk_size=chunk_size)
 
 
 def _metadata() -> bytes:
-    from onair.ingest import amf0
+    from onair.formats import amf0
 
     meta = amf0.ECMAArray(width=64.0, height=48.0, framerate=10.0, videocodecid=7.0, audiocodecid=10.0,
                           encoder="Lavf61", stereo=True)
@@ -137,7 +137,7 @@ def _metadata() -> bytes:
 
 def rtmp_sessions() -> list[tuple[str, bytes]]:
     """Chunk streams after the handshake: a full OBS/ffmpeg-like publish and protocol corner cases."""
-    from onair.ingest import amf0
+    from onair.formats import amf0
 
     connect = command("connect", 1.0, {"app": "in", "type": "nonprivate", "flashVer": "FMLE/3.0",
                                        "tcUrl": "rtmp://127.0.0.1:1935/in"})
@@ -180,7 +180,7 @@ def rtmp_sessions() -> list[tuple[str, bytes]]:
 
 
 def amf0_seeds() -> list[tuple[str, bytes]]:
-    from onair.ingest import amf0
+    from onair.formats import amf0
 
     seeds = [
         ("connect", amf0.encode("connect", 1.0, {"app": "in", "tcUrl": "rtmp://h/in", "fpad": False,

@@ -79,7 +79,7 @@ def _pieces(data: bytes, seed: int) -> list[bytes]:
 @target("amf0")
 def build_amf0() -> Harness:
     """AMF0 decoding (RTMP commands, metadata): only AMF0Error; decoded values re-encode and re-decode."""
-    from onair.ingest import amf0
+    from onair.formats import amf0
 
     def harness(data: bytes) -> None:
         try:
@@ -99,7 +99,7 @@ def build_amf0() -> Harness:
 @target("flv")
 def build_flv() -> Harness:
     """FLV audio/video tag headers (first byte selects): only ValueError; flv_tag() frames what it is given."""
-    from onair.ingest import flv
+    from onair.formats import flv
 
     def harness(data: bytes) -> None:
         if not data:
@@ -120,7 +120,7 @@ def build_flv() -> Harness:
 
 
 def _rtmp_harness(prefix: bytes) -> Harness:
-    from onair.ingest.rtmp import protocol as p
+    from onair.protocols.rtmp import protocol as p
 
     def run(chunks: list[bytes], answer: int | None) -> list[str]:
         """Feed chunks; with ``answer`` set, react to publish requests as the server does."""
@@ -184,7 +184,7 @@ def build_rtmp_chunks() -> Harness:
 @target("stream_key")
 def build_stream_key() -> Harness:
     """Stream keys from RTMP publish names: None or a well-formed StreamKey, never an exception."""
-    from onair.ingest.keys import StreamKey, parse_stream_key
+    from onair.hub.keys import StreamKey, parse_stream_key
 
     def harness(data: bytes) -> None:
         key = parse_stream_key(_text(data))
@@ -199,7 +199,7 @@ def build_stream_key() -> Harness:
 @target("srt_streamid", requires="onair.ingest.srt.streamid")
 def build_srt_streamid() -> Harness:
     """SRT streamid values (plain and #!:: access-control syntax): None or a StreamKey, never an exception."""
-    from onair.ingest.keys import StreamKey
+    from onair.hub.keys import StreamKey
     from onair.ingest.srt import streamid  # type: ignore[import-not-found,unused-ignore]
 
     def harness(data: bytes) -> None:
@@ -219,7 +219,7 @@ def build_srt_streamid() -> Harness:
 @target("fmp4_reader")
 def build_fmp4_reader() -> Harness:
     """BoxReader fed in random pieces: only FMP4Error; the boxes it returns are exactly the input."""
-    from onair.media.fmp4 import BoxReader, FMP4Error
+    from onair.formats.fmp4 import BoxReader, FMP4Error
 
     def harness(data: bytes) -> None:
         if not data:
@@ -243,7 +243,7 @@ def build_fmp4_reader() -> Harness:
 @target("fmp4_init")
 def build_fmp4_init() -> Harness:
     """parse_init (ftyp+moov): only FMP4Error."""
-    from onair.media.fmp4 import FMP4Error, TrackInfo, parse_init
+    from onair.formats.fmp4 import FMP4Error, TrackInfo, parse_init
 
     def harness(data: bytes) -> None:
         try:
@@ -258,7 +258,7 @@ def build_fmp4_init() -> Harness:
 @target("fmp4_fragment")
 def build_fmp4_fragment() -> Harness:
     """parse_fragment (moof[+mdat]) with no, a video or an audio track description: only FMP4Error."""
-    from onair.media.fmp4 import FMP4Error, FragmentInfo, TrackInfo, parse_fragment
+    from onair.formats.fmp4 import FMP4Error, FragmentInfo, TrackInfo, parse_fragment
 
     tracks: list[TrackInfo | None] = [
         None,
@@ -323,7 +323,7 @@ def build_ts_playlist() -> Harness:
 @target("probe")
 def build_probe() -> Harness:
     """ffmpeg stderr / ffprobe JSON parsing: never an exception, sane values."""
-    from onair.media.probe import SourceInfo, parse_ffmpeg_input_info, parse_ffprobe_json
+    from onair.formats.probe import SourceInfo, parse_ffmpeg_input_info, parse_ffprobe_json
 
     def harness(data: bytes) -> None:
         if not data:

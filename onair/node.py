@@ -15,13 +15,13 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from onair.api.ratelimit import FailureLimiter
-from onair.api.urls import UrlBuilder
 from onair.config import Settings
-from onair.media.library import VideoLibrary
-from onair.media.lifecycle import StreamLifecycle
+from onair.hub.registry import StreamLifecycle
+from onair.outputs.library import VideoLibrary
 from onair.store.db import make_engine, make_sessionmaker, migrate
 from onair.store.models import ApiKey, Stream
 from onair.timeutil import utcnow
+from onair.urls import UrlBuilder
 
 log = logging.getLogger("onair.node")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from onair.delivery.cmaf import TrackPackager, render_dash_mpd, render_hls_media
-from onair.delivery.continuity import rebase_offset, shift_tfdt
-from onair.media.fmp4 import parse_fragment, parse_init
+from onair.formats.fmp4 import parse_fragment, parse_init
+from onair.package.continuity import rebase_offset, shift_tfdt
+from onair.package.packager import TrackPackager, render_dash_mpd, render_hls_media
 from tests.test_cmaf_packager import FakeClock, feed_chunked, fragments
 from tests.test_fmp4 import ffmpeg_video, needs_ffmpeg
 

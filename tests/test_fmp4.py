@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from onair.media.fmp4 import (
+from onair.formats.fmp4 import (
     Box,
     BoxReader,
     FMP4Error,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from onair.media.ladder import (
+from onair.transcode.ladder import (
     DEFAULT_LADDER,
     R360P,
     Rendition,

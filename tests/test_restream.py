@@ -153,7 +153,7 @@ class _Stuck:
 
 def test_tap_drops_a_stuck_consumer_without_blocking(tmp_path: Path) -> None:
     """A consumer that never reads: writes never wait, and the tap gives up past its backlog."""
-    from onair.media.tap import SourceTap
+    from onair.outputs.tap import SourceTap
 
     fake = tmp_path / "ffmpeg"
     fake.write_text("#!/bin/sh\nexec sleep 30\n")  # never reads its stdin

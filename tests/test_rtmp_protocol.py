@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from onair.ingest import amf0
-from onair.ingest.flv import (
+from onair.formats import amf0
+from onair.formats.flv import (
     TAG_AUDIO,
     TAG_VIDEO,
     flv_file_header,
@@ -19,7 +19,7 @@ from onair.ingest.flv import (
     parse_audio_tag_header,
     parse_video_tag_header,
 )
-from onair.ingest.rtmp.protocol import (
+from onair.protocols.rtmp.protocol import (
     MAX_MESSAGE_SIZE,
     MediaMessage,
     MetaData,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from onair.ingest.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
-from onair.ingest.gateway import IngestRefused
+from onair.formats.flv import TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO
+from onair.hub.ports import IngestRefused
 from onair.ingest.rtmp.server import RTMPServer
 
 FFMPEG = shutil.which("ffmpeg")

@@ -12,15 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from onair.media.ladder import DEFAULT_LADDER, plan_ladder
-from onair.media.probe import SourceInfo, parse_ffmpeg_input_info, parse_ffprobe_json
-from onair.media.transcoder import (
-    FLV_AUDIO,
-    FLV_VIDEO,
-    FlvTracker,
-    Transcoder,
-    build_ffmpeg_command,
-)
+from onair.formats.flv_tracker import FLV_AUDIO, FLV_VIDEO, FlvTracker
+from onair.formats.probe import SourceInfo, parse_ffmpeg_input_info, parse_ffprobe_json
+from onair.transcode.command import build_ffmpeg_command
+from onair.transcode.ladder import DEFAULT_LADDER, plan_ladder
+from onair.transcode.transcoder import Transcoder
 
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 

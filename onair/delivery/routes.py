@@ -16,10 +16,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import Counter
 
-from onair.delivery.live import LiveStreamPackage
+from onair.package.live import LiveStreamPackage
 
 if TYPE_CHECKING:
-    from onair.media.lifecycle import LiveOutput
+    from onair.hub.registry import LiveOutput
     from onair.node import Node
 
 router = APIRouter(tags=["playback"])

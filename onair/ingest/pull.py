@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
-from onair.ingest.gateway import IngestRefused
+from onair.hub.ports import IngestRefused
 from onair.store.models import Stream
 from onair.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from onair.media.lifecycle import Publisher, StreamLifecycle
+    from onair.hub.registry import Publisher, StreamLifecycle
 
 __all__ = ["PullManager", "pull_protocol", "split_uris"]
 

@@ -8,9 +8,9 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from onair.ingest.flv import TAG_SCRIPT, flv_file_header, flv_tag
-from onair.ingest.gateway import IngestGateway, IngestRefused, IngestSession
-from onair.ingest.rtmp.protocol import (
+from onair.formats.flv import TAG_SCRIPT, flv_file_header, flv_tag
+from onair.hub.ports import IngestGateway, IngestRefused, IngestSession
+from onair.protocols.rtmp.protocol import (
     MediaMessage,
     MetaData,
     ProtocolError,

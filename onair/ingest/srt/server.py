@@ -19,8 +19,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from onair.ingest.directory import IngestDirectory
-from onair.ingest.gateway import IngestGateway, IngestRefused, IngestSession
+from onair.hub.access import IngestDirectory
+from onair.hub.ports import IngestGateway, IngestRefused, IngestSession
 from onair.ingest.srt import libsrt
 from onair.ingest.srt.streamid import parse_streamid, stream_name_of
 

@@ -1,6 +1,6 @@
 """SRT `streamid` values as publishers send them (pure, no libsrt).
 
-Accepted forms, all naming the same stream key (see :mod:`onair.ingest.keys`):
+Accepted forms, all naming the same stream key (see :mod:`onair.hub.keys`):
 
 * plain, as in the push URLs the API returns: ``{id}#{token}``, backup ``{id}b#{token}``;
 * the SRT access-control syntax (``#!::`` then comma-separated ``key=value``): the resource ``r`` is
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-from onair.ingest.keys import StreamKey, parse_stream_key
+from onair.hub.keys import StreamKey, parse_stream_key
 
 __all__ = ["MAX_STREAMID", "parse_streamid", "stream_name_of"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
-from onair.ingest.gateway import IngestRefused
-from onair.ingest.keys import parse_stream_key
+from onair.hub.keys import parse_stream_key
+from onair.hub.ports import IngestRefused
 from onair.ingest.whip.ice import configure_host_candidates, loopback_wanted
 from onair.ingest.whip.media import install_passthrough
 from onair.ingest.whip.session import OfferError, WhipSession, check_offer

@@ -14,7 +14,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessi
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
-from onair.ingest.gateway import IngestSession
+from onair.hub.ports import IngestSession
 from onair.ingest.whip.media import EncodedFrame, TsMuxer
 
 log = logging.getLogger("onair.ingest.whip")

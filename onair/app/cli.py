@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     settings = Settings(**overrides)
     if args.command == "serve":
-        from onair.server import serve
+        from onair.app.server import serve
 
         try:
             asyncio.run(serve(settings))

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from onair.delivery.continuity import rebase_offset, shift_tfdt
-from onair.media.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init
+from onair.formats.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init
+from onair.package.continuity import rebase_offset, shift_tfdt
 
 __all__ = [
     "Part",
@@ -140,7 +140,7 @@ class TrackPackager:
         self._sample_ticks = 0
         self.wallclock_anchor: datetime | None = None  # wall clock at decode time 0
         self.ended = False
-        # Continuity across encoder restarts/switches (see onair.delivery.continuity).
+        # Continuity across encoder restarts/switches (see onair.package.continuity).
         self.inits: dict[int, bytes] = {}
         self.init_version = 0
         self.discontinuity_sequence = 0  # discontinuities that slid out of the window

@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
-from onair.delivery.cmaf import (
+from onair.package.packager import (
     Segment,
     SegmentCallback,
     TrackPackager,

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from onair.ingest import amf0
-from onair.ingest.flv import TAG_AUDIO, TAG_VIDEO
+from onair.formats import amf0
+from onair.formats.flv import TAG_AUDIO, TAG_VIDEO
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

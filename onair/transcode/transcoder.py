@@ -24,31 +24,27 @@ import dataclasses
 import logging
 import os
 import shutil
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onair.media.ladder import AUDIO_KBPS, AUDIO_TRACK, Rendition, plan_ladder
-from onair.media.probe import SourceInfo, parse_ffmpeg_input_info, parse_ffprobe_json
+from onair.formats.flv_tracker import FLV_VIDEO, FlvTag, FlvTracker
+from onair.formats.probe import SourceInfo, parse_ffmpeg_input_info, parse_ffprobe_json
+from onair.transcode.command import (
+    ANALYZEDURATION_US,
+    HLS_LIST_SIZE,
+    PROBESIZE,
+    build_ffmpeg_command,
+    parse_progress_value,
+)
+from onair.transcode.ladder import AUDIO_TRACK, Rendition, plan_ladder
 
-log = logging.getLogger("onair.media.transcoder")
+log = logging.getLogger("onair.transcode.transcoder")
 
-FMP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
-FRAG_DURATION_US = 500_000
-KEYFRAME_INTERVAL_S = 2
-HLS_LIST_SIZE = 6
-SCREENSHOT_INTERVAL_S = 10
-SCREENSHOT_MAX_WIDTH = 1080
-# Live input: keep probing short. ffprobe on the head and ffmpeg use the same limits so ffmpeg sees
-# the same streams ffprobe saw.
-PROBESIZE = 2_000_000
-ANALYZEDURATION_US = 1_000_000  # FLV probing is bound by this (~1.3 s to learn the source)
 PROBE_TIMEOUT_S = 10.0
 HEAD_MAX_BYTES = 16 * 1024 * 1024
-GOP_CACHE_MAX_BYTES = 16 * 1024 * 1024
 STOP_TIMEOUT_S = 10.0
 TS_PACKET = 188
 READ_CHUNK = 64 * 1024
@@ -70,263 +66,6 @@ class TranscoderStats:
     restarts: int = 0
     running: bool = False
     failed: bool = False
-
-
-# --------------------------------------------------------------------------------------------------
-# FLV tracking (minimal framing parser, only what a restart needs)
-# --------------------------------------------------------------------------------------------------
-
-FLV_AUDIO, FLV_VIDEO, FLV_SCRIPT = 8, 9, 18
-
-
-@dataclass(frozen=True)
-class FlvTag:
-    type: int
-    timestamp: int
-    raw: bytes  # 11-byte header + body + 4-byte PreviousTagSize
-    keyframe: bool = False  # video keyframe carrying a picture (not a sequence header)
-    seq_header: bool = False
-
-
-def _with_timestamp(raw: bytes, ts: int) -> bytes:
-    ts &= 0xFFFFFFFF
-    return raw[:4] + (ts & 0xFFFFFF).to_bytes(3, "big") + bytes([ts >> 24]) + raw[8:]
-
-
-class FlvTracker:
-    """Follows the FLV tag framing of the source to be able to restart a decoder mid-stream.
-
-    Remembers the file header, the first script tag, the latest AVC/AAC sequence headers and the
-    tags of the current GOP (from the last video keyframe). If the framing looks corrupt it gives up
-    (``broken``): a restart then just replays the header/config it has.
-    """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self.header: bytes | None = None
-        self.script: bytes | None = None
-        self.video_seq: bytes | None = None
-        self.audio_seq: bytes | None = None
-        self.has_video_flag = True
-        self.gop: list[bytes] = []
-        self.gop_bytes = 0
-        self.gop_ts: int | None = None
-        self.broken = False
-
-    @property
-    def pending(self) -> bytes:
-        """Bytes of an incomplete tag (already received, not yet a whole tag)."""
-        return bytes(self._buf)
-
-    def feed(self, data: bytes) -> list[FlvTag]:
-        if self.broken:
-            return []
-        self._buf += data
-        tags: list[FlvTag] = []
-        buf = self._buf
-        pos = 0
-        if self.header is None:
-            if len(buf) < 9:
-                return tags
-            if buf[:3] != b"FLV":
-                self._break("no FLV signature")
-                return tags
-            hdr_len = struct.unpack(">I", buf[5:9])[0]
-            if not 9 <= hdr_len <= 64:
-                self._break(f"bad FLV header size {hdr_len}")
-                return tags
-            if len(buf) < hdr_len + 4:
-                return tags
-            self.header = bytes(buf[: hdr_len + 4])
-            self.has_video_flag = bool(buf[4] & 0x01)
-            pos = hdr_len + 4
-        while len(buf) - pos >= 11:
-            ttype = buf[pos] & 0x1F
-            size = int.from_bytes(buf[pos + 1 : pos + 4], "big")
-            if ttype not in (FLV_AUDIO, FLV_VIDEO, FLV_SCRIPT) or size > 32 * 1024 * 1024:
-                self._break(f"bad tag type={ttype} size={size}")
-                return tags
-            end = pos + 11 + size + 4
-            if len(buf) < end:
-                break
-            raw = bytes(buf[pos:end])
-            ts = int.from_bytes(raw[4:7], "big") | (raw[7] << 24)
-            tags.append(self._track(ttype, ts, raw, size))
-            pos = end
-        del buf[:pos]
-        return tags
-
-    def _break(self, why: str) -> None:
-        log.warning("FLV framing lost (%s); restarts will not resume at a keyframe", why)
-        self.broken = True
-        self._buf.clear()
-        self.gop.clear()
-
-    def _track(self, ttype: int, ts: int, raw: bytes, size: int) -> FlvTag:
-        body0 = raw[11] if size >= 1 else 0
-        body1 = raw[12] if size >= 2 else 0xFF
-        keyframe = seq = False
-        if ttype == FLV_SCRIPT:
-            if self.script is None:
-                self.script = raw
-                return FlvTag(ttype, ts, raw)
-        elif ttype == FLV_VIDEO and size >= 2:
-            keyframe = (body0 >> 4) & 0x07 == 1
-            if body0 & 0x80:  # enhanced RTMP: low nibble is the packet type, 0 = sequence start
-                seq = body0 & 0x0F == 0
-            else:
-                seq = body1 == 0 and body0 & 0x0F in (7, 12, 13)  # AVC (and common HEVC/AV1 ids)
-            if seq:
-                self.video_seq = raw
-        elif ttype == FLV_AUDIO and size >= 2:
-            seq = body0 >> 4 == 10 and body1 == 0  # AAC sequence header
-            if seq:
-                self.audio_seq = raw
-        if keyframe and not seq:
-            self.gop = [raw]
-            self.gop_bytes = len(raw)
-            self.gop_ts = ts
-        elif self.gop and not seq:
-            self.gop.append(raw)
-            self.gop_bytes += len(raw)
-            if self.gop_bytes > GOP_CACHE_MAX_BYTES:
-                self.gop, self.gop_bytes, self.gop_ts = [], 0, None
-        return FlvTag(ttype, ts, raw, keyframe and not seq, seq)
-
-    def config(self, ts: int) -> bytes:
-        """Header + script + sequence headers, re-stamped to ``ts`` so that ffmpeg's start-time
-        normalisation makes the restarted output begin near 0 instead of at an old timestamp."""
-        parts = [self.header or b""]
-        for raw in (self.script, self.video_seq, self.audio_seq):
-            if raw is not None:
-                parts.append(_with_timestamp(raw, ts))
-        return b"".join(parts)
-
-    def resume_data(self) -> bytes | None:
-        """Decodable stream start for a new decoder, or None if a keyframe must be awaited."""
-        if self.header is None or self.broken:
-            return None
-        if self.gop and self.gop_ts is not None:
-            return self.config(self.gop_ts) + b"".join(self.gop) + self.pending
-        if not self.has_video_flag:
-            return self.config(0) + self.pending  # audio only: any tag boundary will do
-        return None
-
-
-# --------------------------------------------------------------------------------------------------
-# ffmpeg command line
-# --------------------------------------------------------------------------------------------------
-
-
-def _fmt_num(v: float) -> str:
-    return f"{v:.3f}".rstrip("0").rstrip(".")
-
-
-def output_fps(r: Rendition, source_fps: float | None) -> float:
-    if source_fps is None or source_fps <= 0:
-        return r.fps_max
-    return min(source_fps, r.fps_max)
-
-
-def build_ffmpeg_command(
-    *,
-    ffmpeg: str,
-    input_format: str,
-    plan: Sequence[Rendition],
-    source: SourceInfo,
-    track_fds: dict[str, int],
-    progress_fd: int,
-    screenshot: bool = True,
-    hls_list_size: int = HLS_LIST_SIZE,
-) -> list[str]:
-    """Build the ffmpeg argv. Paths are relative: ffmpeg runs with ``cwd=work_dir`` (so tee option
-    strings never need path escaping). ``track_fds`` maps track names (rendition names and
-    ``"audio"``) to the pipe write fds inherited by ffmpeg."""
-    has_video = source.has_video and bool(plan)
-    has_audio = source.has_audio
-    cmd = [
-        ffmpeg, "-hide_banner", "-nostats", "-loglevel", "info", "-y",
-        "-progress", f"pipe:{progress_fd}", "-stats_period", "0.5",
-        # Live input: no -re, minimal buffering and probing.
-        "-fflags", "+nobuffer+genpts", "-flags", "low_delay",
-        "-probesize", str(PROBESIZE), "-analyzeduration", str(ANALYZEDURATION_US),
-        "-f", input_format, "-i", "pipe:0",
-    ]  # fmt: skip
-    frag = f"f=mp4:movflags={FMP4_MOVFLAGS}:frag_duration={FRAG_DURATION_US}"
-    hls = (
-        f"f=hls:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={hls_list_size}"
-        # append_list: after a restart ffmpeg continues the old playlist (numbering included) and
-        # marks the break with EXT-X-DISCONTINUITY; temp_file: segments appear atomically.
-        ":hls_flags=program_date_time+delete_segments+independent_segments+temp_file+append_list"
-    )
-    slaves: list[str] = []
-    if has_video:
-        n = len(plan)
-        chains = [f"[0:v:0]split={n + (1 if screenshot else 0)}" + "".join(f"[s{i}]" for i in range(n))]
-        if screenshot:
-            chains[0] += "[sshot]"
-        for i, r in enumerate(plan):
-            fps_filter = ""
-            if source.fps is not None and source.fps > r.fps_max + 0.01:  # unknown: keep timing
-                fps_filter = f"fps={_fmt_num(r.fps_max)},"
-            chains.append(f"[s{i}]{fps_filter}scale={r.width}:{r.height},setsar=1,format=yuv420p[v{i}]")
-        if screenshot:
-            # First frame at once, then one every 10 s; never upscale (min with input width).
-            chains.append(
-                f"[sshot]select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{SCREENSHOT_INTERVAL_S})',"
-                f"scale='min({SCREENSHOT_MAX_WIDTH}\\,iw)':-2,format=yuvj420p[shot]"
-            )
-        cmd += ["-filter_complex", ";".join(chains)]
-        for i in range(n):
-            cmd += ["-map", f"[v{i}]"]
-    if has_audio:
-        cmd += ["-map", "0:a:0?"]
-    if has_video:
-        cmd += [
-            "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "high",
-            "-pix_fmt", "yuv420p", "-sc_threshold", "0",
-            "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_S})",
-        ]  # fmt: skip
-        if source.fps is None:
-            # variable-rate source (WebRTC): without a rate ffmpeg's CFR default would duplicate frames at
-            # the time-base rate (90 kHz for MPEG-TS); keep the source timing instead
-            cmd += ["-fps_mode", "vfr"]
-        for i, r in enumerate(plan):
-            gop = max(1, round(KEYFRAME_INTERVAL_S * output_fps(r, source.fps)))
-            kb = r.video_kbps
-            cmd += [
-                f"-g:v:{i}", str(gop),
-                f"-b:v:{i}", f"{kb}k", f"-maxrate:v:{i}", f"{kb}k", f"-bufsize:v:{i}", f"{kb * 2}k",
-            ]  # fmt: skip
-            slaves.append(f"[select=\\'v:{i}\\':{frag}]pipe:{track_fds[r.name]}")
-    if has_audio:
-        cmd += ["-c:a", "aac", "-profile:a", "aac_low", "-b:a", f"{AUDIO_KBPS}k", "-ac", "2", "-ar", "48000"]
-        slaves.append(f"[select=a:{frag}]pipe:{track_fds[AUDIO_TRACK]}")
-    if has_video:
-        for i, r in enumerate(plan):
-            sel = f"v:{i},a" if has_audio else f"v:{i}"
-            slaves.append(
-                f"[select=\\'{sel}\\':{hls}:hls_segment_filename=hls/{r.name}/seg%d.ts]hls/{r.name}/index.m3u8"
-            )
-    # Tee does not advertise AVFMT_GLOBALHEADER, but mp4 with empty_moov needs the SPS/PPS and
-    # AudioSpecificConfig up front; the mpegts muxer re-inserts them in-band by itself.
-    cmd += ["-flags", "+global_header", "-f", "tee", "|".join(slaves)]
-    if has_video and screenshot:
-        cmd += [
-            "-map", "[shot]", "-fps_mode", "vfr", "-c:v", "mjpeg", "-q:v", "4",
-            "-f", "image2", "-update", "1", "-atomic_writing", "1", "screenshot.jpg",
-        ]  # fmt: skip
-    return cmd
-
-
-def _parse_progress_value(key: str, value: str) -> float | None:
-    value = value.strip().rstrip("x").strip()
-    if not value or value == "N/A":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -755,8 +494,8 @@ class Transcoder:
 
     def _apply_progress(self, block: dict[str, str]) -> None:
         changes: dict[str, object] = {}
-        speed = _parse_progress_value("speed", block.get("speed", ""))
-        fps = _parse_progress_value("fps", block.get("fps", ""))
+        speed = parse_progress_value("speed", block.get("speed", ""))
+        fps = parse_progress_value("fps", block.get("fps", ""))
         if speed is not None:
             changes["speed"] = speed
         if fps is not None:
@@ -819,11 +558,4 @@ def _sibling_ffprobe(ffmpeg: str) -> str:
     return "ffprobe"
 
 
-__all__ = [
-    "FlvTag",
-    "FlvTracker",
-    "Transcoder",
-    "TranscoderStats",
-    "build_ffmpeg_command",
-    "output_fps",
-]
+__all__ = ["Transcoder", "TranscoderStats"]

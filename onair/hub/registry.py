@@ -22,22 +22,22 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.config import Settings
-from onair.delivery.cmaf import Segment, SegmentCallback, TrackPackager
-from onair.delivery.live import LiveStreamPackage
-from onair.ingest.directory import IngestDirectory
-from onair.ingest.gateway import IngestRefused
-from onair.ingest.keys import StreamKey, parse_stream_key
+from onair.hub.access import IngestDirectory
+from onair.hub.feeds import FeedSwitch, failover_loop, live_values
+from onair.hub.keys import StreamKey, parse_stream_key
+from onair.hub.ports import IngestRefused
 from onair.ingest.pull import PullManager
-from onair.media.clipper import Clipper
-from onair.media.dvr import DvrStore, dvr_cleanup
-from onair.media.failover import FeedSwitch, failover_loop, live_values
-from onair.media.ladder import AUDIO_TRACK, Rendition, transcoded_quality_names
-from onair.media.library import VideoLibrary
-from onair.media.recording import Recordings
-from onair.media.restream import Restreams
-from onair.media.transcoder import Transcoder
+from onair.outputs.clips import Clipper
+from onair.outputs.dvr import DvrStore, dvr_cleanup
+from onair.outputs.library import VideoLibrary
+from onair.outputs.recording import Recordings
+from onair.outputs.restream import Restreams
+from onair.package.live import LiveStreamPackage
+from onair.package.packager import Segment, SegmentCallback, TrackPackager
 from onair.store.models import QualitySet, Stream, StreamSample, ViewerSample
 from onair.timeutil import utcnow
+from onair.transcode.ladder import AUDIO_TRACK, Rendition, transcoded_quality_names
+from onair.transcode.transcoder import Transcoder
 
 log = logging.getLogger("onair.lifecycle")
 

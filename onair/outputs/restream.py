@@ -4,7 +4,7 @@ A restream is a Document row (kind ``restream``). While its source stream is liv
 ``active``, one supervised :class:`RestreamPusher` runs an ffmpeg that sends to the target:
 
 * ``source="original"``: the publisher's bytes, untouched (``-c copy``), fed to the pusher's stdin by a
-  :class:`~onair.media.tap.SourceTap` (the same way the origin recorder gets them);
+  :class:`~onair.outputs.tap.SourceTap` (the same way the origin recorder gets them);
 * ``source="transcoded"`` (R68): the top rendition of the ladder as the transcoder writes it to the
   MPEG-TS HLS output (video + audio in one file per segment), read by ffmpeg's HLS demuxer from
   disk. That costs a segment of latency but needs no second muxing path in Python: the packaged fMP4
@@ -34,16 +34,17 @@ from urllib.parse import urlsplit
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select
 
-from onair.media.tap import SourceTap
-from onair.media.transcoder import ANALYZEDURATION_US, PROBESIZE, Transcoder
+from onair.outputs.tap import SourceTap
 from onair.store.models import Document
+from onair.transcode.command import ANALYZEDURATION_US, PROBESIZE
+from onair.transcode.transcoder import Transcoder
 
 if TYPE_CHECKING:
-    from onair.media.lifecycle import LiveOutput, StreamLifecycle
+    from onair.hub.registry import LiveOutput, StreamLifecycle
 
 __all__ = ["RestreamPusher", "RestreamSpec", "Restreams", "push_command_args"]
 
-log = logging.getLogger("onair.media.restream")
+log = logging.getLogger("onair.outputs.restream")
 
 RESTREAMS_RUNNING = Gauge("onair_restreams_running", "Restream pushers supervised (source live, restream active)")
 RESTREAMS_LIVE = Gauge("onair_restreams_live", "Restreams currently sending to their target")

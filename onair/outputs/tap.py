@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from onair.media.transcoder import Transcoder
+    from onair.transcode.transcoder import Transcoder
 
-log = logging.getLogger("onair.media.tap")
+log = logging.getLogger("onair.outputs.tap")
 
 __all__ = ["SourceTap"]
 

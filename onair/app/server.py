@@ -12,7 +12,7 @@ from onair import logs
 from onair.config import Settings
 from onair.node import Node, bind_tcp, bootstrap_api_key, create_node, tls_context
 
-log = logging.getLogger("onair.server")
+log = logging.getLogger("onair.app.server")
 
 
 class Listeners:

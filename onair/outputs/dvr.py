@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onair.delivery.cmaf import Segment, TrackPackager
+from onair.package.packager import Segment, TrackPackager
 
 if TYPE_CHECKING:
-    from onair.media.lifecycle import LiveOutput
+    from onair.hub.registry import LiveOutput
 
-log = logging.getLogger("onair.media.dvr")
+log = logging.getLogger("onair.outputs.dvr")
 
 SEGMENT_SECONDS = 2.0
 # Complete segments left in the playlists by dvr_cleanup: the live edge players are sitting on.

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from onair.delivery.cmaf import Segment, TrackPackager
-from onair.media.library import VideoLibrary
-from onair.media.recording import Recordings, run_ffmpeg
+from onair.outputs.library import VideoLibrary
+from onair.outputs.recording import Recordings, run_ffmpeg
+from onair.package.packager import Segment, TrackPackager
 from onair.store.models import Clip, Stream
 
 if TYPE_CHECKING:
-    from onair.media.lifecycle import LiveOutput, StreamLifecycle
+    from onair.hub.registry import LiveOutput, StreamLifecycle
 
-log = logging.getLogger("onair.media.clipper")
+log = logging.getLogger("onair.outputs.clips")
 
 SLACK_S = 3.0  # wait this long past the clip end for the segment holding it to complete
 

@@ -12,7 +12,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Protocol
 
-from onair.ingest.keys import StreamKey
+from onair.hub.keys import StreamKey
 
 __all__ = ["IngestDirectory", "StreamAccess"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from onair.media.fmp4 import FMP4Error
+from onair.formats.fmp4 import FMP4Error
 
 __all__ = ["rebase_offset", "shift_tfdt"]
 

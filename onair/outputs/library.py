@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from onair.api.urls import UrlBuilder
 from onair.store.models import Clip, Video
+from onair.urls import UrlBuilder
 
 
 class VideoLibrary:

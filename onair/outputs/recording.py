@@ -33,17 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from onair.delivery.cmaf import Segment, TrackPackager
-from onair.media.library import VideoLibrary
-from onair.media.tap import SourceTap
-from onair.media.transcoder import Transcoder
+from onair.outputs.library import VideoLibrary
+from onair.outputs.tap import SourceTap
+from onair.package.packager import Segment, TrackPackager
 from onair.store.models import Stream, Video
 from onair.timeutil import utcnow
+from onair.transcode.transcoder import Transcoder
 
 if TYPE_CHECKING:
-    from onair.media.lifecycle import LiveOutput
+    from onair.hub.registry import LiveOutput
 
-log = logging.getLogger("onair.media.recording")
+log = logging.getLogger("onair.outputs.recording")
 
 GRACE_S = 10.0  # R50
 JOURNAL = "journal.json"
