@@ -18,6 +18,8 @@ from onair.api.ratelimit import FailureLimiter
 from onair.config import Settings
 from onair.hub.registry import StreamLifecycle
 from onair.outputs.library import VideoLibrary
+from onair.store.api_keys import hash_key
+from onair.store.catalog import seed_quality_sets
 from onair.store.db import make_engine, make_sessionmaker, migrate
 from onair.store.models import ApiKey, Stream
 from onair.timeutil import utcnow
@@ -71,8 +73,6 @@ class Node:
 
 async def bootstrap_api_key(node: Node) -> str | None:
     """Make sure the operator key exists; returns a newly generated key so the caller can print it once."""
-    from onair.api.deps import hash_key
-
     settings = node.settings
     generated: str | None = None
     key = settings.api_key
@@ -125,8 +125,6 @@ async def create_node(settings: Settings) -> Node:
     lifecycle = StreamLifecycle(settings, sessionmaker, library)
     node = Node(settings=settings, engine=engine, sessionmaker=sessionmaker, ports=ports, urls=urls,
                 lifecycle=lifecycle, library=library)
-    from onair.api.quality_sets import seed_quality_sets
-
     async with sessionmaker() as db:
         await seed_quality_sets(db)
     await reset_stale_live_state(node)

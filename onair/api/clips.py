@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from onair.api.deps import DbDep, NodeDep
 from onair.api.errors import ApiError, field_error
-from onair.api.quality_sets import live_quality_set
 from onair.api.schemas import ClipCreate
 from onair.api.streams import StreamId, load_stream
 from onair.node import Node
+from onair.store.catalog import live_quality_set
 from onair.store.models import Clip
 from onair.timeutil import iso, utcnow
 

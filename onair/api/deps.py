@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
@@ -12,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onair.api.errors import ApiError
+from onair.store.api_keys import hash_key
 from onair.store.models import ApiKey
 
 if TYPE_CHECKING:
@@ -33,10 +33,6 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 DbDep = Annotated[AsyncSession, Depends(get_db)]
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _unauthorized(text: str) -> ApiError:

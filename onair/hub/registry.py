@@ -34,6 +34,7 @@ from onair.outputs.recording import Recordings
 from onair.outputs.restream import Restreams
 from onair.package.live import LiveStreamPackage
 from onair.package.packager import Segment, SegmentCallback, TrackPackager
+from onair.store.catalog import live_quality_set
 from onair.store.models import QualitySet, Stream, StreamSample, ViewerSample
 from onair.timeutil import utcnow
 from onair.transcode.ladder import AUDIO_TRACK, Rendition, transcoded_quality_names
@@ -341,8 +342,6 @@ class StreamLifecycle:
         return None
 
     async def _quality_set(self, db: AsyncSession, quality_set_id: int | None) -> QualitySet:
-        from onair.api.quality_sets import live_quality_set
-
         return await live_quality_set(db, quality_set_id)
 
     async def _mark_live(self, pub: Publisher) -> None:
