@@ -1,42 +1,33 @@
-"""A node: one process holding every listener, the database and the live streams."""
+"""A node as the HTTP API and the player pages see it: its settings, database, live state and outputs.
+
+`LiveControl` is where the API's changes reach live state: the hub (who may publish, kicking
+publishers), the PULL clients and the outputs (recordings, restreams, DVR, clips). The composition root
+(onair.app.wiring) builds both.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import secrets
-import socket
-import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from onair.api.ratelimit import FailureLimiter
 from onair.config import Settings
-from onair.hub.registry import StreamLifecycle
+from onair.hub.live_stream import LiveStatus
+from onair.hub.registry import StreamHub
+from onair.ingest.pull import PullManager
+from onair.outputs.clips import Clipper
+from onair.outputs.dvr import DvrOutput
 from onair.outputs.library import VideoLibrary
-from onair.store.api_keys import hash_key
-from onair.store.catalog import seed_quality_sets
-from onair.store.db import make_engine, make_sessionmaker, migrate
-from onair.store.models import ApiKey, Stream
-from onair.timeutil import utcnow
+from onair.outputs.recorder import RecordingOutput
+from onair.outputs.recording import Recordings
+from onair.outputs.restream import Restreams
+from onair.store.models import Stream
+from onair.store.samples import StatsSampler
 from onair.urls import UrlBuilder
 
-log = logging.getLogger("onair.node")
-
-
-def bind_tcp(host: str, port: int) -> socket.socket:
-    # IPPROTO_TCP explicitly: asyncio enables TCP_NODELAY only on sockets whose proto is TCP, and
-    # without it every kept-alive response waits ~40 ms for the delayed ACK (Nagle)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(512)
-    sock.setblocking(False)
-    return sock
+__all__ = ["LiveControl", "Node", "Ports"]
 
 
 @dataclass
@@ -47,6 +38,80 @@ class Ports:
     srt: int = 0
 
 
+class LiveControl:
+    """API changes → live state. Each method is what one kind of API change means for running streams."""
+
+    def __init__(self, hub: StreamHub, pulls: PullManager, restreams: Restreams, recordings: Recordings,
+                 recorder: RecordingOutput, clips: Clipper, dvr: DvrOutput) -> None:
+        self.hub = hub
+        self.pulls = pulls
+        self.restreams = restreams
+        self.recordings = recordings
+        self.recorder = recorder
+        self.clips = clips
+        self.dvr = dvr
+
+    # -- what the API reads -------------------------------------------------------------------------
+    def live_count(self) -> int:
+        return self.hub.live_count()
+
+    def status(self, stream_id: int) -> LiveStatus | None:
+        """Live figures while the stream is live (None otherwise)."""
+        stream = self.hub.live(stream_id)
+        return stream.status() if stream is not None else None
+
+    def recording_duration(self, stream_id: int) -> float | None:
+        return self.recordings.duration(stream_id)
+
+    def is_live(self, stream_id: int) -> bool:
+        return self.hub.live(stream_id) is not None
+
+    def viewers(self, stream_id: int) -> int:
+        stream = self.hub.live(stream_id)
+        return stream.viewer_count() if stream is not None else 0
+
+    def restream_live(self, restream_id: int) -> bool:
+        return self.restreams.live(restream_id)
+
+    # -- what API changes do ------------------------------------------------------------------------
+    async def stream_changed(self, stream: Stream) -> None:
+        self.hub.directory.update(stream)
+        if not stream.active:
+            self.hub.kick(stream.id, "stream switched off")
+        elif stream.pull:
+            self.hub.kick(stream.id, "stream switched to PULL", pushes_only=True)
+        self.hub.set_endlist(stream.id, stream.hls_mpegts_endlist_tag)
+        await self.pulls.changed(stream)
+
+    async def stream_deleted(self, stream_id: int) -> None:
+        self.hub.directory.remove(stream_id)
+        await self.pulls.deleted(stream_id)
+        self.hub.kick(stream_id, "stream deleted or its key reset")
+        await self.restreams.stream_ended(stream_id)
+        await self.hub.forget(stream_id)
+
+    async def overlays_changed(self, stream_id: int) -> None:
+        pass  # the player polls the overlays of a stream; nothing to push from here
+
+    async def document_changed(self, kind: str, doc_id: int) -> None:
+        if kind == "restream":
+            await self.restreams.reconcile(doc_id)
+
+    async def dvr_cleanup(self, stream_id: int) -> None:
+        self.dvr.cleanup(stream_id)
+
+    async def start_recording(self, stream_id: int) -> None:
+        await self.recorder.start(stream_id)
+
+    async def stop_recording(self, stream_id: int) -> int | None:
+        """Returns the id of the Video the recording became, None when nothing was recording."""
+        return await self.recordings.stop(stream_id)
+
+    async def clip_requested(self, clip_id: str) -> int | None:
+        """Schedules the cut; returns the id of the Video made for a vod_required clip."""
+        return await self.clips.requested(clip_id, self.hub)
+
+
 @dataclass
 class Node:
     settings: Settings
@@ -54,13 +119,13 @@ class Node:
     sessionmaker: async_sessionmaker[AsyncSession]
     ports: Ports
     urls: UrlBuilder
-    lifecycle: StreamLifecycle
+    hub: StreamHub
+    control: LiveControl
     library: VideoLibrary
+    sampler: StatsSampler
     api_key_hashes: set[str] = field(default_factory=set)
-    auth_limiter: FailureLimiter = field(default_factory=FailureLimiter)
     region: str = "local"
     listeners_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sample_period(self) -> float:
@@ -69,63 +134,3 @@ class Node:
     @property
     def data_dir(self) -> Path:
         return self.settings.data_dir
-
-
-async def bootstrap_api_key(node: Node) -> str | None:
-    """Make sure the operator key exists; returns a newly generated key so the caller can print it once."""
-    settings = node.settings
-    generated: str | None = None
-    key = settings.api_key
-    key_file = settings.data_dir / "api_key"
-    if key is None:
-        if key_file.exists():
-            key = key_file.read_text().strip()
-        else:
-            key = secrets.token_urlsafe(32)
-            key_file.write_text(key + "\n")
-            key_file.chmod(0o600)
-            generated = key
-    digest = hash_key(key)
-    async with node.sessionmaker() as db:
-        if (await db.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar() is None:
-            db.add(ApiKey(key_hash=digest, created_at=utcnow()))
-            await db.commit()
-        node.api_key_hashes.update((await db.execute(select(ApiKey.key_hash))).scalars())
-    return generated
-
-
-async def reset_stale_live_state(node: Node) -> None:
-    """No ingest survives a restart: streams marked live by a previous run are finished now."""
-    async with node.sessionmaker() as db:
-        now = utcnow()
-        await db.execute(update(Stream).where(Stream.live.is_(True)).values(live=False, finished_at_primary=now))
-        await db.execute(update(Stream).where(Stream.backup_live.is_(True)).values(backup_live=False))
-        await db.commit()
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext:
-    from onair.ingest.tls import ensure_certificate
-
-    cert, key = (settings.rtmps_cert, settings.rtmps_key)
-    if cert is None or key is None:
-        cert, key = ensure_certificate(settings.data_dir / "tls", settings.public_host)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(cert), str(key))
-    return ctx
-
-
-async def create_node(settings: Settings) -> Node:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
-    await migrate(engine)
-    sessionmaker = make_sessionmaker(engine)
-    ports = Ports()
-    urls = UrlBuilder(settings.public_host, 0, 0, 0, 0, settings.client_id)
-    library = VideoLibrary(settings.data_dir / "videos", urls)
-    lifecycle = StreamLifecycle(settings, sessionmaker, library)
-    node = Node(settings=settings, engine=engine, sessionmaker=sessionmaker, ports=ports, urls=urls,
-                lifecycle=lifecycle, library=library)
-    async with sessionmaker() as db:
-        await seed_quality_sets(db)
-    await reset_stale_live_state(node)
-    return node

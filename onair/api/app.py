@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from onair import __version__
 from onair.api import clips, documents, errors, overlays, quality_sets, statistics, streams, videos
 from onair.api.deps import require_api_key
+from onair.api.ratelimit import FailureLimiter
 from onair.node import Node
 
 MAX_BODY = 1 << 20  # API bodies are small JSON; anything larger is refused before parsing
@@ -52,6 +53,7 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
     app = FastAPI(title="onair", version=__version__,
                   description="Self-hosted live streaming: the /streaming API (gcore SDK compatible).")
     app.state.node = node
+    app.state.auth_limiter = FailureLimiter()
     errors.install(app)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
                        expose_headers=["Location", "Link", "X-Total-Count", "ETag"])
@@ -70,7 +72,7 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
         body = {"status": "ok" if ready else "starting", "version": __version__,
                 "ports": {"http": node.ports.http, "rtmp": node.ports.rtmp, "rtmps": node.ports.rtmps,
                           "srt": node.ports.srt},
-                "live_streams": node.lifecycle.live_count()}
+                "live_streams": node.control.live_count()}
         return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
     @app.get("/metrics", tags=["ops"])

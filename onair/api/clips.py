@@ -57,7 +57,7 @@ async def create_clip(body: ClipCreate, node: NodeDep, db: DbDep,
                 vod_required=True if body.vod_required is None else body.vod_required, created_at=utcnow())
     db.add(clip)
     await db.commit()
-    video_id = await node.lifecycle.clip_requested(clip.id)
+    video_id = await node.control.clip_requested(clip.id)
     if video_id is not None:  # vod_required (R43): the Video exists from now on, its files follow
         clip.video_id = video_id
     return clip_out(node, clip, (await live_quality_set(db, stream.quality_set_id)).id)

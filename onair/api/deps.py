@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onair.api.errors import ApiError
+from onair.api.ratelimit import FailureLimiter
 from onair.store.api_keys import hash_key
 from onair.store.models import ApiKey
 
@@ -42,14 +43,15 @@ def _unauthorized(text: str) -> ApiError:
 async def require_api_key(request: Request) -> None:
     node: Node = request.app.state.node
     client = request.client.host if request.client else "?"
-    if node.auth_limiter.blocked(client):
+    limiter: FailureLimiter = request.app.state.auth_limiter
+    if limiter.blocked(client):
         raise ApiError(429, {"status": 429, "error": "too many failed authentications"},
                        headers={"Retry-After": "10"})
     header = request.headers.get("authorization", "")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "apikey" or not token:
-        node.auth_limiter.failed(client)
+        limiter.failed(client)
         raise _unauthorized("missing credentials: send 'Authorization: APIKey <token>'")
     digest = hash_key(token)
     known = node.api_key_hashes
@@ -58,6 +60,6 @@ async def require_api_key(request: Request) -> None:
         async with node.sessionmaker() as db:
             found = (await db.execute(select(ApiKey.key_hash).where(ApiKey.key_hash == digest))).scalar()
         if found is None:
-            node.auth_limiter.failed(client)
+            limiter.failed(client)
             raise _unauthorized("invalid API key")
         known.add(found)

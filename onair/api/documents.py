@@ -73,7 +73,7 @@ def _client_extra(node: Node, d: Document) -> dict[str, Any]:
 
 def _restream_extra(node: Node, d: Document) -> dict[str, Any]:
     # `live` is runtime state: whether the pusher is sending to the target now (R66)
-    return {"client_id": node.settings.client_id, "live": node.lifecycle.restream_live(d.id)}
+    return {"client_id": node.settings.client_id, "live": node.control.restream_live(d.id)}
 
 
 def document_router(kind: str, path: str, envelope: str, body_model: type[BaseModel],
@@ -96,7 +96,7 @@ def document_router(kind: str, path: str, envelope: str, body_model: type[BaseMo
         d = Document(kind=kind, data=data, created_at=now, updated_at=now)
         db.add(d)
         await db.commit()
-        await node.lifecycle.document_changed(kind, d.id)
+        await node.control.document_changed(kind, d.id)
         return out(node, d)
 
     async def update(body: body_model, node: NodeDep, db: DbDep,  # type: ignore[valid-type]
@@ -107,7 +107,7 @@ def document_router(kind: str, path: str, envelope: str, body_model: type[BaseMo
         d.data = data
         d.updated_at = utcnow()
         await db.commit()
-        await node.lifecycle.document_changed(kind, d.id)
+        await node.control.document_changed(kind, d.id)
         return out(node, d)
 
     async def list_(node: NodeDep, db: DbDep, response: Response,
@@ -125,7 +125,7 @@ def document_router(kind: str, path: str, envelope: str, body_model: type[BaseMo
         d = await load(db, doc_id)
         await db.delete(d)
         await db.commit()
-        await node.lifecycle.document_changed(kind, doc_id)
+        await node.control.document_changed(kind, doc_id)
         return Response(status_code=204)
 
     # the annotations are strings (PEP 563) naming a closure variable FastAPI cannot resolve:
@@ -156,7 +156,7 @@ async def spectators(node: NodeDep, db: DbDep, doc_id: int = DocId) -> dict[str,
         raise not_found()
     from onair.player.spectators import SPECTATORS
 
-    count = sum(node.lifecycle.viewers(sid) for sid in d.data.get("stream_ids", []) or [])
+    count = sum(node.control.viewers(sid) for sid in d.data.get("stream_ids", []) or [])
     # viewers of the broadcast page (info.json polls within 30 s); they also watch the streams: no double count
     return {"spectators_count": max(count, SPECTATORS.count(doc_id))}
 

@@ -39,7 +39,7 @@ async def _load(db: AsyncSession, stream_id: int, overlay_id: int) -> Overlay:
 
 
 async def _notify(node: NodeDep, stream_id: int) -> None:
-    await node.lifecycle.overlays_changed(stream_id)
+    await node.control.overlays_changed(stream_id)
 
 
 @router.post("", response_model=list[OverlayOut])

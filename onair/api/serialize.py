@@ -20,7 +20,8 @@ def overlay_out(o: Overlay) -> dict[str, Any]:
 
 
 def stream_out(node: Node, s: Stream, overlays: list[dict[str, Any]]) -> dict[str, Any]:
-    rt = node.lifecycle.runtime(s.id)
+    rt = node.control.status(s.id)
+    recording = node.control.recording_duration(s.id)
     out: dict[str, Any] = {
         "id": s.id, "name": s.name, "active": s.active, "pull": s.pull, "uri": s.uri, "token": s.token,
         "auto_record": s.auto_record, "record_type": s.record_type, "dvr_enabled": s.dvr_enabled,
@@ -36,7 +37,7 @@ def stream_out(node: Node, s: Stream, overlays: list[dict[str, Any]]) -> dict[st
         "created_at": iso(s.created_at),
         "started_at_primary": iso(s.started_at_primary), "started_at_backup": iso(s.started_at_backup),
         "finished_at_primary": iso(s.finished_at_primary),
-        "recording_duration": rt.recording_duration if rt else None,
+        "recording_duration": recording if rt else None,
         "transcoded_qualities": rt.transcoded_qualities if rt else None,
         "transcoding_speed": rt.transcoding_speed if rt else None,
         "frame_rate": rt.frame_rate if rt else None,

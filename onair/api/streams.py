@@ -85,7 +85,7 @@ async def create_stream(body: StreamCreate, node: NodeDep, db: DbDep) -> dict[st
             setattr(stream, key, value)
     db.add(stream)
     await db.commit()
-    await node.lifecycle.stream_changed(stream)
+    await node.control.stream_changed(stream)
     return await stream_response(node, db, stream)
 
 
@@ -111,14 +111,14 @@ async def update_stream(body: StreamUpdate, node: NodeDep, db: DbDep,
         setattr(stream, key, value)
     stream.updated_at = utcnow()
     await db.commit()
-    await node.lifecycle.stream_changed(stream)
+    await node.control.stream_changed(stream)
     return await stream_response(node, db, stream)
 
 
 @router.delete("/{stream_id}", status_code=204, response_class=Response)
 async def delete_stream(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> Response:
     stream = await load_stream(db, stream_id)
-    await node.lifecycle.stream_deleted(stream_id)
+    await node.control.stream_deleted(stream_id)
     await db.delete(stream)
     await db.commit()
     return Response(status_code=204)
@@ -130,15 +130,15 @@ async def reset_push_token(node: NodeDep, db: DbDep, stream_id: int = StreamId) 
     stream.token = new_token()
     stream.updated_at = utcnow()
     await db.commit()
-    await node.lifecycle.stream_deleted(stream_id)  # ends running ingest: the old token is void at once
-    await node.lifecycle.stream_changed(stream)
+    await node.control.stream_deleted(stream_id)  # ends running ingest: the old token is void at once
+    await node.control.stream_changed(stream)
     return await stream_response(node, db, stream)
 
 
 @router.put("/{stream_id}/dvr_cleanup", status_code=204, response_class=Response)
 async def dvr_cleanup(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> Response:
     await load_stream(db, stream_id)
-    await node.lifecycle.dvr_cleanup(stream_id)
+    await node.control.dvr_cleanup(stream_id)
     return Response(status_code=204)
 
 
@@ -151,7 +151,7 @@ async def start_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) -
     free_mb, used_mb, limit_mb = usage.free / 2**20, usage.used / 2**20, usage.total / 2**20
     if free_mb < node.settings.min_free_mb:
         raise field_error("name", "Error text: No space for recording the stream.")  # the spec's S7 body
-    await node.lifecycle.start_recording(stream_id)
+    await node.control.start_recording(stream_id)
     if free_mb >= 2 * node.settings.min_free_mb:
         return Response(status_code=204)
     # R47: started, with a warning that storage is running out
@@ -168,6 +168,6 @@ async def start_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) -
 @router.put("/{stream_id}/stop_recording")
 async def stop_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> Any:
     await load_stream(db, stream_id)
-    video_id = await node.lifecycle.stop_recording(stream_id)
+    video_id = await node.control.stop_recording(stream_id)
     video = await db.get(Video, video_id) if video_id is not None else None
     return video_out(node, video) if video is not None else {}  # R49: the new Video, or {} (S8)

@@ -7,12 +7,24 @@ import logging
 import signal
 
 import uvicorn
+from fastapi import FastAPI
 
 from onair import logs
+from onair.api.app import create_app
+from onair.app.wiring import bind_tcp, bootstrap_api_key, create_node, start_node, stop_node, tls_context
 from onair.config import Settings
-from onair.node import Node, bind_tcp, bootstrap_api_key, create_node, tls_context
+from onair.delivery.playback import Playback
+from onair.delivery.routes import router as delivery_router
+from onair.delivery.vod import router as vod_router
+from onair.ingest.rtmp.server import RTMPServer
+from onair.ingest.srt.server import SRTServer
+from onair.ingest.whip.routes import WhipService
+from onair.ingest.whip.routes import router as whip_router
+from onair.node import Node
+from onair.player.pages import router as pages_router
+from onair.player.routes import router as player_router
 
-log = logging.getLogger("onair.app.server")
+log = logging.getLogger("onair.server")
 
 
 class Listeners:
@@ -20,26 +32,21 @@ class Listeners:
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.servers: list[object] = []
+        self.servers: list[RTMPServer | SRTServer] = []
 
     async def start(self) -> None:
-        from onair.ingest.rtmp.server import RTMPServer
-
         s, node = self.node.settings, self.node
-        rtmp = RTMPServer(node.lifecycle, s.bind, s.rtmp_port, idle_timeout=s.ingest_idle_timeout)
+        rtmp = RTMPServer(node.hub, s.bind, s.rtmp_port, idle_timeout=s.ingest_idle_timeout)
         await rtmp.start()
         self.servers.append(rtmp)
         node.ports.rtmp = rtmp.port
         if s.rtmps_port != 0:
             port = 0 if s.rtmps_port < 0 else s.rtmps_port
-            rtmps = RTMPServer(node.lifecycle, s.bind, port, ssl_context=tls_context(s),
-                               idle_timeout=s.ingest_idle_timeout)
+            rtmps = RTMPServer(node.hub, s.bind, port, ssl_context=tls_context(s), idle_timeout=s.ingest_idle_timeout)
             await rtmps.start()
             self.servers.append(rtmps)
             node.ports.rtmps = rtmps.port
-        from onair.ingest.srt.server import SRTServer
-
-        srt = SRTServer(node.lifecycle, node.lifecycle.directory, s.bind, s.srt_port,
+        srt = SRTServer(node.hub, node.hub.directory, s.bind, s.srt_port,
                         latency_ms=s.srt_latency_ms, idle_timeout=s.ingest_idle_timeout)
         await srt.start()
         self.servers.append(srt)
@@ -47,19 +54,15 @@ class Listeners:
 
     async def stop(self) -> None:
         for server in reversed(self.servers):
-            await server.stop()  # type: ignore[attr-defined]
+            await server.stop()
 
 
-def build_http_app(node: Node):  # type: ignore[no-untyped-def]
-    from onair.api.app import create_app
-    from onair.delivery.routes import router as delivery_router
-    from onair.delivery.vod import router as vod_router
-    from onair.ingest.whip.routes import router as whip_router
-    from onair.player.pages import router as pages_router
-    from onair.player.routes import router as player_router
-
+def build_http_app(node: Node) -> FastAPI:
     # pages before vod: `/videos/{vid}/player` must win over vod's `/videos/{vid}/{file:path}`
-    return create_app(node, [delivery_router, player_router, pages_router, whip_router, vod_router])
+    app = create_app(node, [delivery_router, player_router, pages_router, whip_router, vod_router])
+    app.state.playback = Playback(node.hub, node.urls, node.library, node.sessionmaker)
+    app.state.whip = WhipService(node.hub, node.settings, node.urls, node.sessionmaker)
+    return app
 
 
 async def serve(settings: Settings) -> None:
@@ -76,7 +79,7 @@ async def serve(settings: Settings) -> None:
     u = node.urls
     u.http_port, u.rtmp_port, u.rtmps_port, u.srt_port = (node.ports.http, node.ports.rtmp,
                                                             node.ports.rtmps or 443, node.ports.srt)
-    await node.lifecycle.start()
+    await start_node(node)
     app = build_http_app(node)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
                             timeout_graceful_shutdown=3)
@@ -93,5 +96,5 @@ async def serve(settings: Settings) -> None:
     finally:
         log.info("shutting down")
         await listeners.stop()
-        await node.lifecycle.shutdown()
+        await stop_node(node)
         await node.engine.dispose()

@@ -10,17 +10,14 @@ import asyncio
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import Counter
 
+from onair.delivery.playback import Playback, playback_of
+from onair.hub.live_stream import LiveStream
 from onair.package.live import LiveStreamPackage
-
-if TYPE_CHECKING:
-    from onair.hub.registry import LiveOutput
-    from onair.node import Node
 
 router = APIRouter(tags=["playback"])
 
@@ -49,20 +46,19 @@ def _error(exc: PlaybackError, kind: str) -> Response:
     return PlainTextResponse(exc.text + "\n", status_code=exc.status, headers=headers)
 
 
-def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
-    return node
+def _node(request: Request) -> Playback:
+    return playback_of(request)
 
 
-def _stream_id(node: Node, pid: str) -> int:
+def _stream_id(node: Playback, pid: str) -> int:
     sid = node.urls.parse_public_id(pid)
     if sid is None:
         raise PlaybackError(404, "no such stream", "2000")
     return sid
 
 
-def _output(node: Node, pid: str) -> LiveOutput:
-    output = node.lifecycle.output(_stream_id(node, pid))
+def _output(node: Playback, pid: str) -> LiveStream:
+    output = node.hub.get(_stream_id(node, pid))
     if output is None:
         raise PlaybackError(404, "stream is not live", "1000")
     return output
@@ -71,7 +67,7 @@ def _output(node: Node, pid: str) -> LiveOutput:
 async def _package(request: Request, pid: str) -> LiveStreamPackage:
     node = _node(request)
     output = _output(node, pid)
-    node.lifecycle.saw_viewer(output.stream_id, request.client.host if request.client else "?")
+    output.saw_viewer(request.client.host if request.client else "?")
     deadline = asyncio.get_running_loop().time() + READY_WAIT
     # the first segment needs ffmpeg to start and produce a GOP: wait a little instead of failing at once
     while output.package is None or not output.package.ready:
@@ -186,8 +182,8 @@ async def cmaf_media_file(request: Request, pid: str, name: str, file: str) -> R
             return Response(got.data, media_type="video/mp4", headers=MEDIA_CACHE)
         if (m := _SEG.match(file)) and (old := packager.get_segment(int(m[1]))) is not None and old.evicted:
             # older than the in-memory window: a DVR segment on disk
-            dvr = _output(_node(request), pid).dvr
-            data = await asyncio.to_thread(dvr.read, name, old.msn) if dvr is not None else None
+            archive = _output(_node(request), pid).archive
+            data = await asyncio.to_thread(archive.read, name, old.msn) if archive is not None else None
             if data is None:
                 raise PlaybackError(404, "segment not available")
             return Response(data, media_type="video/mp4", headers=MEDIA_CACHE)
@@ -207,7 +203,7 @@ async def cmaf_media_file(request: Request, pid: str, name: str, file: str) -> R
 
 # --- legacy HLS with MPEG-TS -----------------------------------------------------------------------
 
-def _ts_master(output: LiveOutput, query: str) -> str:
+def _ts_master(output: LiveStream, query: str) -> str:
     plan = output.transcoder.plan
     pkg = output.package
     audio_codec = "mp4a.40.2" if output.transcoder.stats.audio_codec else None
@@ -280,8 +276,8 @@ async def ts_media(request: Request, pid: str, name: str) -> Response:
                 raise PlaybackError(404, "stream not ready yet", "3000")
             await asyncio.sleep(0.25)
         text = path.read_text(errors="replace")
-        if output.dvr is not None:
-            text = output.dvr.filter_ts(name, text)  # hides what dvr_cleanup removed
+        if output.archive is not None:
+            text = output.archive.filter_ts(name, text)  # hides what dvr_cleanup removed
     except PlaybackError as exc:
         return _error(exc, "ts_media")
     body = rewrite_ts_playlist(text, with_duration=request.query_params.get("get_duration_sec") == "true",

@@ -10,15 +10,12 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
+from onair.delivery.playback import Playback, playback_of
 from onair.store.models import Clip
-
-if TYPE_CHECKING:
-    from onair.node import Node
 
 router = APIRouter(tags=["vod"])
 
@@ -36,9 +33,8 @@ _TYPES = {".m3u8": HLS_TYPE, ".ts": "video/mp2t", ".m4s": "video/iso.segment", "
           ".jpg": "image/jpeg", ".mpd": "application/dash+xml"}
 
 
-def _node(request: Request) -> Node:
-    node: Node = request.app.state.node
-    return node
+def _node(request: Request) -> Playback:
+    return playback_of(request)
 
 
 def _missing(text: str = "not found", status: int = 404) -> Response:
@@ -56,7 +52,7 @@ def _file(path: Path, headers: dict[str, str] | None = None) -> Response:
 async def video_file(request: Request, vid: str, file: str) -> Response:
     node = _node(request)
     m = _VID.match(vid)
-    if m is None or int(m[1]) != node.settings.client_id:
+    if m is None or int(m[1]) != node.urls.client_id:
         return _missing()
     vdir = node.library.video_dir(m[2])
     if _VOD_FILE.match(file):

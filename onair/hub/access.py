@@ -1,9 +1,10 @@
-"""In-memory snapshot of who may publish, for decisions that cannot wait for the database.
+"""Who may publish: the one access rule, and an in-memory snapshot for decisions that cannot wait.
 
 The SRT listen callback runs inside a libsrt thread and must answer during the handshake, so it
-reads this snapshot instead of the database. StreamLifecycle keeps it current (loaded at start,
-updated on every stream change or deletion). Reads and writes replace whole immutable entries, so
-the callback thread never sees a half-updated stream.
+reads the `IngestDirectory` snapshot instead of the database; the hub keeps it current (loaded at
+start, updated on every stream change or deletion). Entries are replaced whole, so the callback
+thread never sees a half-updated stream. The same `access_refusal` rule decides there and when the
+hub accepts a publisher.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Protocol
 
 from onair.hub.keys import StreamKey
 
-__all__ = ["IngestDirectory", "StreamAccess"]
+__all__ = ["IngestDirectory", "Refusal", "StreamAccess", "access_refusal"]
 
 
 class _StreamLike(Protocol):
@@ -31,6 +32,37 @@ class StreamAccess:
     srt_passphrase: str | None
     active: bool
     pull: bool
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    code: int  # WHIP X-Reason-Code (spec R21)
+    unknown: bool = False  # the stream does not exist (or the key is not its key)
+
+
+UNKNOWN = Refusal("unknown stream", 2001, unknown=True)
+WRONG_KEY = Refusal("wrong stream key", 2002, unknown=True)
+IN_USE = Refusal("stream key already in use by another connection", 2003)
+SWITCHED_OFF = Refusal("stream is switched off (active=false)", 2004)
+PULL_ONLY = Refusal("stream is a PULL stream: pushes are refused", 2004)
+NOT_PULL = Refusal("stream is not a PULL stream", 2004)
+
+
+def access_refusal(access: StreamAccess | None, key: StreamKey, *, pull: bool = False,
+                   in_use: bool = False) -> Refusal | None:
+    """None when `key` may publish now; `pull` is the node's own PULL client, `in_use` whether the key is live."""
+    if access is None:
+        return UNKNOWN
+    if not hmac.compare_digest(access.token.encode(), key.token.encode()):
+        return WRONG_KEY
+    if not access.active:
+        return SWITCHED_OFF
+    if access.pull != pull:
+        return PULL_ONLY if access.pull else NOT_PULL
+    if in_use:
+        return IN_USE
+    return None
 
 
 class IngestDirectory:
@@ -50,13 +82,7 @@ class IngestDirectory:
     def get(self, stream_id: int) -> StreamAccess | None:
         return self._entries.get(stream_id)
 
-    def check(self, key: StreamKey) -> tuple[str | None, StreamAccess | None]:
-        """(refusal reason or None, entry) for a push with this key."""
+    def check(self, key: StreamKey) -> tuple[Refusal | None, StreamAccess | None]:
+        """(refusal or None, entry) for a push with this key."""
         entry = self._entries.get(key.stream_id)
-        if entry is None or not hmac.compare_digest(entry.token.encode(), key.token.encode()):
-            return "unknown stream or wrong key", None
-        if not entry.active:
-            return "stream is switched off (active=false)", entry
-        if entry.pull:
-            return "stream is a PULL stream: pushes are refused", entry
-        return None, entry
+        return access_refusal(entry, key), entry

@@ -1,11 +1,31 @@
-"""Interface between protocol-specific ingest servers (RTMP, ...) and the platform."""
+"""The hub's ports: what ingest adapters call, and what the hub needs from the layers around it.
+
+Ingest adapters (RTMP, RTMPS, SRT, WHIP, PULL) all enter through `IngestGateway.open_session`. The hub
+reads who may publish and how a stream is transcoded through `StreamCatalog` (the store implements it),
+and hands its live streams to readers attached by the composition root (DVR, recording, restreams).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["IngestGateway", "IngestRefused", "IngestSession"]
+from onair.transcode.ladder import Rendition
+
+if TYPE_CHECKING:
+    from onair.package.packager import Segment, TrackPackager
+
+__all__ = [
+    "IngestGateway",
+    "IngestRefused",
+    "IngestSession",
+    "PublishConfig",
+    "SegmentArchive",
+    "SegmentListener",
+    "StreamCatalog",
+]
 
 
 class IngestRefused(Exception):
@@ -17,8 +37,8 @@ class IngestRefused(Exception):
 
 
 class IngestSession(Protocol):
-    input_format: str  # "flv" for RTMP
-    closed: asyncio.Event  # set by the platform to kick the publisher
+    input_format: str  # "flv" for RTMP, "mpegts" for SRT, WHIP and PULL over HTTP
+    closed: asyncio.Event  # set by the hub to kick the publisher
 
     async def feed(self, data: bytes) -> None: ...
 
@@ -27,5 +47,37 @@ class IngestSession(Protocol):
 
 class IngestGateway(Protocol):
     async def open_session(
-        self, *, protocol: str, app: str, stream_name: str, remote: str
+        self, *, protocol: str, app: str, stream_name: str, remote: str, pull: bool = False
     ) -> IngestSession: ...
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """What the hub needs to know of a stream to accept a publisher and start its output."""
+
+    stream_id: int
+    token: str
+    active: bool
+    pull: bool
+    renditions: tuple[Rendition, ...]
+    dvr_seconds: int | None  # None: DVR off
+    endlist: bool  # hls_mpegts_endlist_tag
+    client_user_id: int | None
+
+
+class StreamCatalog(Protocol):
+    async def publish_config(self, stream_id: int) -> PublishConfig | None: ...
+
+
+SegmentListener = Callable[["TrackPackager", "Segment"], None]
+
+
+class SegmentArchive(Protocol):
+    """Segment bytes older than the in-memory window (the DVR store on disk)."""
+
+    def read(self, track: str, msn: int) -> bytes | None: ...
+
+    def filter_ts(self, rendition: str, playlist: str) -> str:
+        """The MPEG-TS playlist without what a DVR cleanup removed."""
+        ...
+

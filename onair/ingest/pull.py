@@ -1,8 +1,8 @@
 """PULL streams: the node fetches the source itself (spec §4.1 `pull`/`uri`, R10–R12).
 
 For each stream with `pull=true` and `active=true` a supervised task runs
-`ffmpeg -i <uri> -c copy -f flv|mpegts pipe:1` and feeds the bytes to a Publisher obtained from the
-lifecycle (the same transcoding/packaging path as a push). `uri` may list several space-separated
+`ffmpeg -i <uri> -c copy -f flv|mpegts pipe:1` and feeds the bytes to a session opened at the hub's
+ingest gateway, like any push (the same transcoding/packaging path). `uri` may list several space-separated
 sources: on a connect failure, or when data stops for `pull_stall_timeout` seconds, the next one is
 tried, round-robin. One Publisher spans the switches (R12: `live` is the only liveness flag); a
 switch restarts the transcoder on the new input and the playlists continue with a discontinuity.
@@ -15,17 +15,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from onair.config import Settings
 from onair.hub.ports import IngestRefused
+from onair.hub.publisher import Publisher
+from onair.hub.registry import StreamHub
 from onair.store.models import Stream
 from onair.timeutil import utcnow
-
-if TYPE_CHECKING:
-    from onair.hub.registry import Publisher, StreamLifecycle
 
 __all__ = ["PullManager", "pull_protocol", "split_uris"]
 
@@ -60,12 +61,14 @@ def _label(uri: str) -> str:
 
 
 class PullManager:
-    def __init__(self, lifecycle: StreamLifecycle) -> None:
-        self.lifecycle = lifecycle
+    def __init__(self, hub: StreamHub, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        self.hub = hub
+        self.sessionmaker = sessionmaker
+        self.settings = settings
         self._tasks: dict[int, tuple[str, asyncio.Task[None]]] = {}
 
     async def start(self) -> None:
-        async with self.lifecycle.sessionmaker() as db:
+        async with self.sessionmaker() as db:
             rows = (await db.execute(select(Stream).where(Stream.pull.is_(True), Stream.active.is_(True)))).scalars()
             for stream in rows:
                 await self.changed(stream)
@@ -97,7 +100,7 @@ class PullManager:
     # ------------------------------------------------------------------ one stream
 
     async def _run(self, sid: int, uris: list[str]) -> None:
-        settings = self.lifecycle.settings
+        settings = self.settings
         state = _PullState(last_data=time.monotonic())
         try:
             index = 0
@@ -128,7 +131,7 @@ class PullManager:
         if protocol is None:
             log.warning("unsupported pull source", extra={"stream_id": sid, "source": _label(uri)})
             return False
-        settings = self.lifecycle.settings
+        settings = self.settings
         fmt = "flv" if protocol == "rtmp" else "mpegts"
         cmd = [settings.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-i", uri,
                "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy", "-f", fmt, "pipe:1"]
@@ -174,33 +177,28 @@ class PullManager:
 
     async def _attach(self, sid: int, uri: str, protocol: str, fmt: str, state: _PullState) -> bool:
         """Make `state.publisher` ready for a fresh byte stream from `uri`."""
-        lifecycle = self.lifecycle
+        hub = self.hub
         pub = state.publisher
         if pub is not None and not pub.closed.is_set():
             # round-robin switch: same session, new input byte stream for a new transcoder
-            pub.protocol, pub.input_format = protocol, fmt
-            await pub.output.feeds.restart_input(pub)
-            await lifecycle._feed_switched(pub.output, pub)
+            await hub.restart_input(pub, protocol, fmt)
             return True
-        entry = lifecycle.directory.get(sid)
+        entry = hub.directory.get(sid)
         if entry is None:
             return False
         try:
-            pub = await lifecycle.open_session(protocol=protocol, app="in", stream_name=f"{sid}#{entry.token}",
-                                               remote=_label(uri), pull=True)
+            pub = await hub.open_session(protocol=protocol, app="in", stream_name=f"{sid}#{entry.token}",
+                                         remote=_label(uri), pull=True)
         except IngestRefused as exc:
             log.info("pull refused", extra={"stream_id": sid, "reason": str(exc)})
             return False
-        pub.pulled = True
         if pub.input_format != fmt:  # open_session infers the format from the protocol
-            pub.input_format = fmt
-            await pub.output.feeds.restart_input(pub)
+            await hub.restart_input(pub, protocol, fmt)
         state.publisher = pub
         return True
 
     async def _deactivate(self, sid: int) -> None:
-        lifecycle = self.lifecycle
-        async with lifecycle.sessionmaker() as db:
+        async with self.sessionmaker() as db:
             stream = await db.get(Stream, sid)
             if stream is None:
                 return
@@ -209,7 +207,7 @@ class PullManager:
             stream = await db.get(Stream, sid)
             if stream is not None:
                 await db.refresh(stream)
-                lifecycle.directory.update(stream)
+                self.hub.directory.update(stream)
 
 
 class _PullState:

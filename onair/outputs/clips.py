@@ -31,7 +31,8 @@ from onair.package.packager import Segment, TrackPackager
 from onair.store.models import Clip, Stream
 
 if TYPE_CHECKING:
-    from onair.hub.registry import LiveOutput, StreamLifecycle
+    from onair.hub.live_stream import LiveStream
+    from onair.hub.registry import StreamHub
 
 log = logging.getLogger("onair.outputs.clips")
 
@@ -45,7 +46,7 @@ class _Track:
     segments: list[tuple[float, bytes]]  # (duration, bytes)
 
 
-def _collect(output: LiveOutput, tp: TrackPackager, start: float, end: float) -> _Track | None:
+def _collect(output: LiveStream, tp: TrackPackager, start: float, end: float) -> _Track | None:
     if tp.init is None:
         return None
     picked: list[tuple[float, bytes]] = []
@@ -53,7 +54,7 @@ def _collect(output: LiveOutput, tp: TrackPackager, start: float, end: float) ->
         if not _overlaps(seg, start, end):
             continue
         data: bytes | None = seg.data if not seg.evicted else (
-            output.dvr.read(tp.name, seg.msn) if output.dvr is not None else None)
+            output.archive.read(tp.name, seg.msn) if output.archive is not None else None)
         if data:
             picked.append((seg.duration, data))
     return _Track(tp.name, tp.init, picked) if picked else None
@@ -84,7 +85,7 @@ class Clipper:
     def clip_dir(self, clip_id: str) -> Path:
         return self.library.clip_dir(clip_id)
 
-    async def requested(self, clip_id: str, lifecycle: StreamLifecycle) -> int | None:
+    async def requested(self, clip_id: str, hub: StreamHub) -> int | None:
         """Schedule the cut; with vod_required the Video row is created now. Returns its id."""
         async with self.sessionmaker() as db:
             clip = await db.get(Clip, clip_id)
@@ -99,16 +100,16 @@ class Clipper:
                 clip.video_id = video_id
                 await db.commit()
         task = asyncio.create_task(self._cut(clip_id, clip.stream_id, clip.start, clip.duration, clip.expiration,
-                                             lifecycle, stream, video_id, slug))
+                                             hub, stream, video_id, slug))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return video_id
 
     async def _cut(self, clip_id: str, stream_id: int, start: int, duration: int, expiration: int,
-                   lifecycle: StreamLifecycle, stream: Stream, video_id: int | None, slug: str) -> None:
+                   hub: StreamHub, stream: Stream, video_id: int | None, slug: str) -> None:
         end = start + duration
         try:
-            output = lifecycle.output(stream_id)
+            output = hub.get(stream_id)
             # wait for the range to be packaged (or the stream to end)
             while True:  # a deadline on the wall clock, polled: nothing signals "packaged up to t"
                 if output is None or output.ended or time.time() >= end + SLACK_S:
@@ -127,7 +128,7 @@ class Clipper:
             if time.time() >= expiration:
                 await asyncio.to_thread(shutil.rmtree, self.clip_dir(clip_id), True)
 
-    async def _write(self, output: LiveOutput, d: Path, start: float, end: float) -> bool:
+    async def _write(self, output: LiveStream, d: Path, start: float, end: float) -> bool:
         pkg = output.package
         assert pkg is not None
         videos: list[tuple[int, _Track]] = []

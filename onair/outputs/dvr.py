@@ -10,35 +10,29 @@ packager's segment hook, and older ones are served from disk. Layout::
 from __future__ import annotations
 
 import logging
-import math
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from onair.hub.events import HubEvent, SessionEnded, SessionStarted
+from onair.hub.live_stream import LiveStream
+from onair.hub.registry import StreamHub
 from onair.package.packager import Segment, TrackPackager
-
-if TYPE_CHECKING:
-    from onair.hub.registry import LiveOutput
+from onair.package.window import dvr_window_segments
 
 log = logging.getLogger("onair.outputs.dvr")
 
-SEGMENT_SECONDS = 2.0
 # Complete segments left in the playlists by dvr_cleanup: the live edge players are sitting on.
 CLEANUP_KEEP = 3
 _TS_SEG = re.compile(r"seg([0-9]+)\.ts")
-
-
-def window_segments(dvr_seconds: int) -> int:
-    return math.ceil(dvr_seconds / SEGMENT_SECONDS) + 1
 
 
 class DvrStore:
     def __init__(self, root: Path, dvr_seconds: int) -> None:
         self.root = root
         self.dvr_seconds = dvr_seconds
-        self.window = window_segments(dvr_seconds)
+        self.window = dvr_window_segments(dvr_seconds)
         self._inits: dict[str, bytes] = {}
         # one worker: writes and deletions of a track happen in order, off the event loop
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvr")
@@ -122,18 +116,41 @@ class DvrStore:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def dvr_cleanup(output: LiveOutput) -> None:
-    """S6/R35: drop everything before the live edge from the playlists, the MPD and the disk."""
-    pkg = output.package
+class DvrOutput:
+    """Attaches a DVR store to every live session of a stream with DVR on (a hub event subscriber)."""
+
+    def __init__(self, hub: StreamHub) -> None:
+        self.hub = hub
+        self._stores: dict[int, DvrStore] = {}
+
+    async def __call__(self, event: HubEvent) -> None:
+        stream = event.stream
+        if isinstance(event, SessionStarted) and stream.config.dvr_seconds:
+            store = DvrStore(stream.work_dir / "dvr", stream.config.dvr_seconds)
+            stream.segment_listeners.append(store.on_segment)
+            stream.archive = store
+            self._stores[stream.stream_id] = store
+        elif isinstance(event, SessionEnded) and (ended := self._stores.pop(stream.stream_id, None)) is not None:
+            ended.close()  # queued writes still complete; the files stay until the next session
+
+    def cleanup(self, stream_id: int) -> None:
+        """S6/R35: drop everything before the live edge from the playlists, the MPD and the disk."""
+        stream = self.hub.get(stream_id)
+        if stream is not None:
+            dvr_cleanup(stream, self._stores.get(stream_id))
+
+
+def dvr_cleanup(stream: LiveStream, store: DvrStore | None) -> None:
+    pkg = stream.package
     if pkg is not None:
         for r in pkg.renditions():
             dropped = r.packager.trim(CLEANUP_KEEP)
-            if output.dvr is not None and dropped:
-                output.dvr.forget(r.name, dropped)
-    if output.dvr is not None:
-        for rend in output.transcoder.plan:
+            if store is not None and dropped:
+                store.forget(r.name, dropped)
+    if store is not None:
+        for rend in stream.transcoder.plan:
             try:
-                text = (output.ts_dir / rend.name / "index.m3u8").read_text(errors="replace")
+                text = (stream.ts_dir / rend.name / "index.m3u8").read_text(errors="replace")
             except OSError:
                 continue
-            output.dvr.cut_ts(rend.name, text)
+            store.cut_ts(rend.name, text)

@@ -41,7 +41,7 @@ from onair.timeutil import utcnow
 from onair.transcode.transcoder import Transcoder
 
 if TYPE_CHECKING:
-    from onair.hub.registry import LiveOutput
+    from onair.hub.live_stream import LiveStream as LiveOutput
 
 log = logging.getLogger("onair.outputs.recording")
 

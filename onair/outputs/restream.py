@@ -33,14 +33,18 @@ from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from onair.hub.events import HubEvent, PublisherEnded, PublisherLive, SessionStarted
+from onair.hub.publisher import Publisher
+from onair.hub.registry import StreamHub
 from onair.outputs.tap import SourceTap
 from onair.store.models import Document
 from onair.transcode.command import ANALYZEDURATION_US, PROBESIZE
 from onair.transcode.transcoder import Transcoder
 
 if TYPE_CHECKING:
-    from onair.hub.registry import LiveOutput, StreamLifecycle
+    from onair.hub.live_stream import LiveStream
 
 __all__ = ["RestreamPusher", "RestreamSpec", "Restreams", "push_command_args"]
 
@@ -117,7 +121,7 @@ def _progress_args() -> list[str]:
 class RestreamPusher:
     """One restream while its stream is live: an ffmpeg pushing to the target, restarted when it fails."""
 
-    def __init__(self, spec: RestreamSpec, output: LiveOutput, ffmpeg: str = "ffmpeg") -> None:
+    def __init__(self, spec: RestreamSpec, output: LiveStream, ffmpeg: str = "ffmpeg") -> None:
         self.spec = spec
         self.output = output
         self.ffmpeg = ffmpeg
@@ -281,8 +285,10 @@ def _count_live() -> int:
 class Restreams:
     """The restream pushers of a node, started and stopped as streams and restream rows change."""
 
-    def __init__(self, lifecycle: StreamLifecycle) -> None:
-        self.lifecycle = lifecycle
+    def __init__(self, hub: StreamHub, sessionmaker: async_sessionmaker[AsyncSession], ffmpeg: str) -> None:
+        self.hub = hub
+        self.sessionmaker = sessionmaker
+        self.ffmpeg = ffmpeg
         self._pushers: dict[int, RestreamPusher] = {}  # restream id -> pusher
         self._lock = asyncio.Lock()  # start/stop decisions never interleave
 
@@ -296,7 +302,16 @@ class Restreams:
             if p.spec.stream_id == stream_id and p.spec.source == "original":
                 p.feed(transcoder, data)
 
-    # --- lifecycle hooks -----------------------------------------------------------------------------
+    # --- hub events ----------------------------------------------------------------------------------
+    async def __call__(self, event: HubEvent) -> None:
+        stream = event.stream
+        if isinstance(event, SessionStarted):
+            stream.source_readers.append(_OriginalSource(self, stream))
+        elif isinstance(event, PublisherLive):
+            await self.stream_live(stream.stream_id)  # R66: active restreams start with the stream
+        elif isinstance(event, PublisherEnded) and event.session_over:
+            await self.stream_ended(stream.stream_id)
+
     async def stream_live(self, stream_id: int) -> None:
         """A publisher of `stream_id` went live: start its active restreams."""
         if self._live_output(stream_id) is None:
@@ -313,7 +328,7 @@ class Restreams:
 
     async def reconcile(self, restream_id: int) -> None:
         """A restream row was created, changed or deleted."""
-        async with self.lifecycle.sessionmaker() as db:
+        async with self.sessionmaker() as db:
             doc = await db.get(Document, restream_id)
         spec = RestreamSpec.from_document(doc) if doc is not None and doc.kind == "restream" else None
         await self._ensure(restream_id, spec)
@@ -324,14 +339,11 @@ class Restreams:
                 await self._stop(rid)
 
     # --- internals -----------------------------------------------------------------------------------
-    def _live_output(self, stream_id: int) -> LiveOutput | None:
-        output = self.lifecycle.output(stream_id)
-        if output is None or output.ended or not output.feeds.publishers:
-            return None
-        return output
+    def _live_output(self, stream_id: int) -> LiveStream | None:
+        return self.hub.live(stream_id)
 
     async def _load_specs(self) -> list[RestreamSpec]:
-        async with self.lifecycle.sessionmaker() as db:
+        async with self.sessionmaker() as db:
             docs = (await db.execute(select(Document).where(Document.kind == "restream"))).scalars().all()
         return [s for s in (RestreamSpec.from_document(d) for d in docs) if s is not None]
 
@@ -345,7 +357,7 @@ class Restreams:
                 await self._stop(restream_id)
                 current = None
             if current is None and spec is not None and output is not None:
-                pusher = RestreamPusher(spec, output, self.lifecycle.settings.ffmpeg)
+                pusher = RestreamPusher(spec, output, self.ffmpeg)
                 self._pushers[restream_id] = pusher
                 _ALL.add(pusher)
                 pusher.start()
@@ -360,3 +372,15 @@ class Restreams:
         _ALL.discard(pusher)
         RESTREAMS_LIVE.set(_count_live())
         log.info("restream stopped", extra={"restream_id": restream_id, "stream_id": pusher.spec.stream_id})
+
+
+class _OriginalSource:
+    """Source reader of one live session: restreams of source=original push what the output is made of."""
+
+    def __init__(self, restreams: Restreams, stream: LiveStream) -> None:
+        self.restreams = restreams
+        self.stream = stream
+
+    async def on_source(self, publisher: Publisher, data: bytes, *, feeding: bool) -> None:
+        if feeding:
+            self.restreams.feed(self.stream.stream_id, self.stream.transcoder, data)

@@ -158,7 +158,7 @@ async def broadcast_info(node: Node, doc: Document, player_id: int | None) -> di
         async with node.sessionmaker() as db:
             rows = {s.id: s for s in (await db.execute(select(Stream).where(Stream.id.in_(ids)))).scalars()}
         streams = [rows[i] for i in ids if i in rows]
-        live = [s for s in streams if (o := node.lifecycle.output(s.id)) is not None and not o.ended]
+        live = [s for s in streams if node.control.is_live(s.id)]
         candidates = live or streams
         if candidates:
             chosen = candidates[0]

@@ -83,13 +83,12 @@ async def stream_info(node: Node, stream: Stream) -> dict[str, Any]:
     is the pushed frame size the overlay coordinates refer to, null when unknown.
     """
     urls = node.urls.stream_urls(stream.id, stream.token)
-    output = node.lifecycle.output(stream.id)
-    rt = node.lifecycle.runtime(stream.id)
+    rt = node.control.status(stream.id)
     return {
         "id": stream.id,
         "name": stream.name,
         "active": stream.active,
-        "live": bool(output is not None and not output.ended),
+        "live": node.control.is_live(stream.id),
         "projection": stream.projection,
         "html_overlay": stream.html_overlay,
         "overlays": await _overlays(node, stream.id) if stream.html_overlay else [],

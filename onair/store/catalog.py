@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from onair.store.models import QualitySet
+from onair.hub.ports import PublishConfig
+from onair.store.models import QualitySet, Stream
+from onair.transcode.ladder import Rendition
 
 # System ladders (spec §7.3). Names follow the product's rendition naming; ids are stable.
 SYSTEM_QUALITY_SETS: list[dict[str, Any]] = [
@@ -49,3 +51,27 @@ async def live_quality_set(db: AsyncSession, quality_set_id: int | None) -> Qual
     rows = (await db.execute(select(QualitySet).where(QualitySet.kind == "live")
                              .order_by(QualitySet.is_default.desc(), QualitySet.id))).scalars().all()
     return rows[0]
+
+
+class StoreCatalog:
+    """The hub's `StreamCatalog`: a stream's access and output settings, read from the database."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.sessionmaker = sessionmaker
+
+    async def publish_config(self, stream_id: int) -> PublishConfig | None:
+        async with self.sessionmaker() as db:
+            stream = await db.get(Stream, stream_id)
+            if stream is None:
+                return None
+            qs = await live_quality_set(db, stream.quality_set_id)
+            return PublishConfig(stream_id=stream.id, token=stream.token, active=bool(stream.active),
+                                 pull=bool(stream.pull), renditions=tuple(renditions_of(qs)),
+                                 dvr_seconds=stream.dvr_duration if stream.dvr_enabled else None,
+                                 endlist=bool(stream.hls_mpegts_endlist_tag), client_user_id=stream.client_user_id)
+
+
+def renditions_of(quality_set: QualitySet) -> list[Rendition]:
+    return [Rendition(name=q["name"], width=int(q["width"]), height=int(q["height"]),
+                      video_kbps=int(q["video_kbps"]), fps_max=60.0 if int(q["height"]) >= 720 else 30.0)
+            for q in quality_set.qualities]

@@ -154,11 +154,11 @@ class SRTServer:
                 log.info("srt handshake refused: malformed streamid %r", text[:64], extra={"remote": remote})
                 lib.lib.srt_setrejectreason(ns, libsrt.REJX_BAD_REQUEST)
                 return -1
-            reason, entry = self._directory.check(key)
-            if reason is not None or entry is None:
+            refusal, entry = self._directory.check(key)
+            if refusal is not None or entry is None:
                 log.info("srt handshake refused", extra={"stream": key.redacted(), "remote": remote,
-                                                         "reason": reason})
-                code = libsrt.REJX_NOT_FOUND if entry is None else libsrt.REJX_FORBIDDEN
+                                                         "reason": refusal.reason if refusal else "unknown stream"})
+                code = libsrt.REJX_NOT_FOUND if refusal is None or refusal.unknown else libsrt.REJX_FORBIDDEN
                 lib.lib.srt_setrejectreason(ns, code)
                 return -1
             if entry.srt_passphrase:

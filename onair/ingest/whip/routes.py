@@ -14,14 +14,16 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from onair.config import Settings
 from onair.hub.keys import parse_stream_key
-from onair.hub.ports import IngestRefused
+from onair.hub.ports import IngestGateway, IngestRefused
 from onair.ingest.whip.ice import configure_host_candidates, loopback_wanted
 from onair.ingest.whip.media import install_passthrough
 from onair.ingest.whip.session import OfferError, WhipSession, check_offer
-from onair.node import Node
 from onair.store.models import Stream
+from onair.urls import UrlBuilder
 
 log = logging.getLogger("onair.ingest.whip")
 
@@ -36,22 +38,22 @@ STATUS_OF_CODE = {2001: 401}
 class WhipService:
     """The node's WHIP sessions, by session id."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, gateway: IngestGateway, settings: Settings, urls: UrlBuilder,
+                 sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.gateway = gateway
+        self.settings = settings
+        self.urls = urls
+        self.sessionmaker = sessionmaker
         self.sessions: dict[str, WhipSession] = {}
         install_passthrough()
-        s = node.settings
-        configure_host_candidates(s.bind, loopback_wanted(s.bind, s.whip_loopback_candidates))
+        configure_host_candidates(settings.bind, loopback_wanted(settings.bind, settings.whip_loopback_candidates))
 
-    def _forget(self, session: WhipSession) -> None:
+    def forget(self, session: WhipSession) -> None:
         self.sessions.pop(session.id, None)
 
 
 def _service(request: Request) -> WhipService:
-    state = request.app.state
-    if not hasattr(state, "whip"):
-        state.whip = WhipService(state.node)
-    service: WhipService = state.whip
+    service: WhipService = request.app.state.whip
     return service
 
 
@@ -81,12 +83,11 @@ async def whip_publish(request: Request, key: str) -> Response:
         return _error(406, str(exc))
     remote = f"{request.client.host}:{request.client.port}" if request.client else "?"
     try:
-        publisher = await service.node.lifecycle.open_session(protocol="whip", app="whip", stream_name=key,
-                                                              remote=remote)
+        publisher = await service.gateway.open_session(protocol="whip", app="whip", stream_name=key, remote=remote)
     except IngestRefused as exc:
         return _error(STATUS_OF_CODE.get(exc.code or 0, 403), str(exc), exc.code)
     session = WhipSession(publisher, stream=stream_key.redacted(),
-                          idle_timeout=service.node.settings.ingest_idle_timeout, on_end=service._forget)
+                          idle_timeout=service.settings.ingest_idle_timeout, on_end=service.forget)
     service.sessions[session.id] = session
     try:
         answer = await session.answer(offer)
@@ -127,11 +128,11 @@ async def whip_patch(key: str, session_id: str) -> Response:
 @router.get("/streams/{pid}/golive", response_class=HTMLResponse)
 async def golive_page(request: Request, pid: str) -> Response:
     """Camera/microphone → WHIP. The page never holds the token: the WHIP URL is typed or passed in `?whip=`."""
-    node: Node = request.app.state.node
-    sid = node.urls.parse_public_id(pid)
+    service = _service(request)
+    sid = service.urls.parse_public_id(pid)
     stream = None
     if sid is not None:
-        async with node.sessionmaker() as db:
+        async with service.sessionmaker() as db:
             stream = await db.get(Stream, sid)
     if stream is None:
         return HTMLResponse("<!doctype html><title>Not found</title><p>No such stream.</p>", status_code=404,

@@ -1,0 +1,128 @@
+"""The composition root: builds a node's parts and attaches the outputs to the hub.
+
+Data flows ingest → hub → transcode → package → delivery; the outputs (DVR, recordings, restreams)
+follow the hub's events, in the order subscribed here: the store writes the live state first, so an
+output that reads the stream row sees it current.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import ssl
+
+from sqlalchemy import select
+
+from onair.config import Settings
+from onair.hub.registry import StreamHub
+from onair.ingest.pull import PullManager
+from onair.ingest.tls import ensure_certificate
+from onair.node import LiveControl, Node, Ports
+from onair.outputs.clips import Clipper
+from onair.outputs.dvr import DvrOutput
+from onair.outputs.library import VideoLibrary
+from onair.outputs.recorder import RecordingOutput
+from onair.outputs.recording import Recordings
+from onair.outputs.restream import Restreams
+from onair.store.api_keys import hash_key
+from onair.store.catalog import StoreCatalog, seed_quality_sets
+from onair.store.db import make_engine, make_sessionmaker, migrate
+from onair.store.live_state import LiveStateWriter, reset_stale_live_state
+from onair.store.models import ApiKey, Stream
+from onair.store.samples import StatsSampler
+from onair.timeutil import utcnow
+from onair.urls import UrlBuilder
+
+__all__ = ["bind_tcp", "bootstrap_api_key", "create_node", "start_node", "stop_node", "tls_context"]
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    # IPPROTO_TCP explicitly: asyncio enables TCP_NODELAY only on sockets whose proto is TCP, and
+    # without it every kept-alive response waits ~40 ms for the delayed ACK (Nagle)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    cert, key = (settings.rtmps_cert, settings.rtmps_key)
+    if cert is None or key is None:
+        cert, key = ensure_certificate(settings.data_dir / "tls", settings.public_host)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+async def create_node(settings: Settings) -> Node:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    await migrate(engine)
+    sessionmaker = make_sessionmaker(engine)
+    urls = UrlBuilder(settings.public_host, 0, 0, 0, 0, settings.client_id)
+    library = VideoLibrary(settings.data_dir / "videos", urls)
+    hub = StreamHub(settings, StoreCatalog(sessionmaker))
+    recordings = Recordings(settings.data_dir / "recordings", sessionmaker, library, settings.ffmpeg,
+                            min_free_mb=settings.min_free_mb)
+    recorder = RecordingOutput(hub, recordings, sessionmaker, data_dir=settings.data_dir,
+                               min_free_mb=settings.min_free_mb, max_seconds=settings.recording_max_seconds)
+    restreams = Restreams(hub, sessionmaker, settings.ffmpeg)
+    dvr = DvrOutput(hub)
+    hub.events.subscribe(LiveStateWriter(sessionmaker))
+    hub.events.subscribe(dvr)
+    hub.events.subscribe(recorder)
+    hub.events.subscribe(restreams)
+    control = LiveControl(hub, PullManager(hub, sessionmaker, settings), restreams, recordings, recorder,
+                          Clipper(sessionmaker, library, recordings), dvr)
+    node = Node(settings=settings, engine=engine, sessionmaker=sessionmaker, ports=Ports(), urls=urls, hub=hub,
+                control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period))
+    async with sessionmaker() as db:
+        await seed_quality_sets(db)
+    await reset_stale_live_state(sessionmaker)
+    return node
+
+
+async def start_node(node: Node) -> None:
+    """Live work starts once the listeners are bound: the key directory, failover, PULLs, recovery."""
+    async with node.sessionmaker() as db:
+        for stream in (await db.execute(select(Stream))).scalars():
+            node.hub.directory.update(stream)
+    await node.hub.start()
+    node.sampler.start()
+    node.control.recorder.run()
+    await node.control.pulls.start()
+    await node.control.recordings.recover()  # recordings a crashed run left behind go into the library
+
+
+async def stop_node(node: Node) -> None:
+    await node.sampler.stop()
+    await node.control.recorder.stop()
+    await node.control.pulls.stop()
+    await node.control.restreams.shutdown()
+    await node.hub.shutdown()
+    await node.control.recordings.shutdown()
+
+
+async def bootstrap_api_key(node: Node) -> str | None:
+    """Make sure the operator key exists; returns a newly generated key so the caller can print it once."""
+    settings = node.settings
+    generated: str | None = None
+    key = settings.api_key
+    key_file = settings.data_dir / "api_key"
+    if key is None:
+        if key_file.exists():
+            key = key_file.read_text().strip()
+        else:
+            key = secrets.token_urlsafe(32)
+            key_file.write_text(key + "\n")
+            key_file.chmod(0o600)
+            generated = key
+    digest = hash_key(key)
+    async with node.sessionmaker() as db:
+        if (await db.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar() is None:
+            db.add(ApiKey(key_hash=digest, created_at=utcnow()))
+            await db.commit()
+        node.api_key_hashes.update((await db.execute(select(ApiKey.key_hash))).scalars())
+    return generated
