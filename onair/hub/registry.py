@@ -37,7 +37,7 @@ from onair.package.packager import Segment, SegmentCallback, TrackPackager
 from onair.store.catalog import live_quality_set
 from onair.store.models import QualitySet, Stream, StreamSample, ViewerSample
 from onair.timeutil import utcnow
-from onair.transcode.ladder import AUDIO_TRACK, Rendition, transcoded_quality_names
+from onair.transcode.ladder import AUDIO_TRACK, Rendition, renditions_from_qualities, transcoded_quality_names
 from onair.transcode.transcoder import Transcoder
 
 log = logging.getLogger("onair.lifecycle")
@@ -63,12 +63,6 @@ class RuntimeStats:
     transcoded_qualities: list[str] | None = None
     recording_duration: float | None = None
     viewers: dict[str, float] = field(default_factory=dict)
-
-
-def renditions_of(quality_set: QualitySet) -> list[Rendition]:
-    return [Rendition(name=q["name"], width=int(q["width"]), height=int(q["height"]),
-                      video_kbps=int(q["video_kbps"]), fps_max=60.0 if int(q["height"]) >= 720 else 30.0)
-            for q in quality_set.qualities]
 
 
 class LiveOutput:
@@ -313,7 +307,8 @@ class StreamLifecycle:
             work_dir = self.settings.data_dir / "live" / str(key.stream_id)
             shutil.rmtree(work_dir, ignore_errors=True)
             work_dir.mkdir(parents=True, exist_ok=True)
-            output = LiveOutput(key.stream_id, work_dir, self.settings, input_format, renditions_of(qs),
+            output = LiveOutput(key.stream_id, work_dir, self.settings, input_format,
+                                renditions_from_qualities(qs.qualities),
                                 dvr_seconds=stream.dvr_duration if stream.dvr_enabled else None)
             output.endlist = stream.hls_mpegts_endlist_tag
             publisher = Publisher(self, key, protocol, input_format, output)
