@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 
 from onair.formats.flv_tracker import FLV_AUDIO, FLV_VIDEO, FlvTracker
-from onair.formats.probe import SourceInfo, parse_ffmpeg_input_info, parse_ffprobe_json
+from onair.formats.probe import (
+    MediaInfo,
+    SourceInfo,
+    parse_ffmpeg_input_info,
+    parse_ffprobe_json,
+    parse_ffprobe_media_json,
+)
 from onair.transcode.command import build_ffmpeg_command
+from onair.transcode.ffmpeg_run import ffprobe_for
 from onair.transcode.ladder import DEFAULT_LADDER, plan_ladder
 from onair.transcode.transcoder import Transcoder
 
@@ -135,6 +142,25 @@ def test_build_command_720p() -> None:
     assert "hls/480p/seg%d.ts" in joined and "-atomic_writing 1 screenshot.jpg" in joined
     assert "fps=" not in cmd[cmd.index("-filter_complex") + 1].split("select")[0]  # 25 fps <= caps
 
+
+
+def test_ffprobe_for_follows_the_configured_ffmpeg(tmp_path: Path) -> None:
+    assert ffprobe_for("ffmpeg") == "ffprobe"
+    ffmpeg = tmp_path / "bin" / "ffmpeg"
+    assert ffprobe_for(str(ffmpeg)) == "ffprobe"  # no sibling: PATH
+    ffmpeg.parent.mkdir()
+    (tmp_path / "bin" / "ffprobe").touch()
+    assert ffprobe_for(str(ffmpeg)) == str(tmp_path / "bin" / "ffprobe")
+
+
+def test_parse_ffprobe_media_json() -> None:
+    text = json.dumps({"format": {"duration": "8.04"}, "streams": [
+        {"codec_type": "audio", "codec_name": "aac"},
+        {"codec_type": "video", "codec_name": "h264", "width": 1280, "height": 720},
+        {"codec_type": "video", "codec_name": "mjpeg", "width": 64, "height": 64}]})
+    assert parse_ffprobe_media_json(text) == MediaInfo(8.04, 1280, 720, "h264", "aac")
+    assert parse_ffprobe_media_json("") == MediaInfo() and parse_ffprobe_media_json("{oops") == MediaInfo()
+    assert parse_ffprobe_media_json('{"format": {"duration": "N/A"}}').duration == 0.0
 
 # ------------------------------------------------------------------------------ real ffmpeg tests
 

@@ -214,7 +214,7 @@ class StreamLifecycle:
         self.library = library
         self.recordings = Recordings(settings.data_dir / "recordings", sessionmaker, library, settings.ffmpeg,
                                      min_free_mb=settings.min_free_mb)
-        self.clips = Clipper(sessionmaker, library, self.recordings)
+        self.clips = Clipper(sessionmaker, library, self.recordings, settings.ffmpeg)
         self._runtime: dict[int, RuntimeStats] = {}
         self._client_user_ids: dict[int, int | None] = {}  # for viewer statistics filtered by client_user_id
         self._publishers: dict[tuple[int, bool], Publisher] = {}

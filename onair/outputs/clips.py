@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.outputs.library import VideoLibrary
-from onair.outputs.recording import Recordings, run_ffmpeg
+from onair.outputs.recording import Recordings
 from onair.package.packager import Segment, TrackPackager
 from onair.store.models import Clip, Stream
+from onair.transcode.ffmpeg_run import run_ffmpeg
 
 if TYPE_CHECKING:
     from onair.hub.registry import LiveOutput, StreamLifecycle
@@ -75,10 +76,11 @@ def _media_playlist(track: _Track) -> str:
 
 class Clipper:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], library: VideoLibrary,
-                 recordings: Recordings) -> None:
+                 recordings: Recordings, ffmpeg: str = "ffmpeg") -> None:
         self.sessionmaker = sessionmaker
         self.library = library
         self.recordings = recordings
+        self.ffmpeg = ffmpeg
         self._tasks: set[asyncio.Task[None]] = set()
 
     def clip_dir(self, clip_id: str) -> Path:
@@ -189,7 +191,7 @@ class Clipper:
             args += ["-map", str(j)]
         tmp = out.with_suffix(".tmp.mp4")
         rc, err = await run_ffmpeg([*args, "-c", "copy", "-avoid_negative_ts", "make_zero",
-                                    "-movflags", "+faststart", "-f", "mp4", str(tmp)])
+                                    "-movflags", "+faststart", "-f", "mp4", str(tmp)], ffmpeg=self.ffmpeg)
         if rc == 0:
             tmp.replace(out)
         else:

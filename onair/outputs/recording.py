@@ -26,7 +26,6 @@ import shutil
 import string
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from onair.outputs.tap import SourceTap
 from onair.package.packager import Segment, TrackPackager
 from onair.store.models import Stream, Video
 from onair.timeutil import utcnow
+from onair.transcode.ffmpeg_run import ffprobe_for, probe_file, run_ffmpeg
 from onair.transcode.transcoder import Transcoder
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ log = logging.getLogger("onair.outputs.recording")
 GRACE_S = 10.0  # R50
 JOURNAL = "journal.json"
 HLS_SEGMENT_S = 4
-STEP_TIMEOUT_S = 600.0
 _SLUG = string.ascii_letters + string.digits
 
 
@@ -64,48 +63,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)  # atomic: a crash leaves the old or the new journal, never half of one
-
-
-async def run_ffmpeg(args: list[str], *, cwd: Path | None = None, ffmpeg: str = "ffmpeg") -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args, cwd=str(cwd) if cwd else None,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), STEP_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return -9, "timeout"
-    return proc.returncode or 0, err.decode("utf-8", "replace")[-2000:]
-
-
-@dataclass
-class MediaInfo:
-    duration: float = 0.0
-    width: int | None = None
-    height: int | None = None
-    video_codec: str | None = None
-    audio_codec: str | None = None
-
-
-async def probe(path: Path, ffprobe: str = "ffprobe") -> MediaInfo:
-    proc = await asyncio.create_subprocess_exec(
-        ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    out, _ = await proc.communicate()
-    try:
-        data = json.loads(out or b"{}")
-    except ValueError:
-        return MediaInfo()
-    info = MediaInfo()
-    with contextlib.suppress(TypeError, ValueError):
-        info.duration = float(data.get("format", {}).get("duration") or 0.0)
-    for s in data.get("streams", []):
-        if s.get("codec_type") == "video" and info.width is None:
-            info.width, info.height, info.video_codec = s.get("width"), s.get("height"), s.get("codec_name")
-        elif s.get("codec_type") == "audio" and info.audio_codec is None:
-            info.audio_codec = s.get("codec_name")
-    return info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,7 +229,7 @@ class Recordings:
         self.sessionmaker = sessionmaker
         self.library = library
         self.ffmpeg = ffmpeg
-        self.ffprobe = "ffprobe" if ffmpeg == "ffmpeg" else ffmpeg.replace("ffmpeg", "ffprobe")
+        self.ffprobe = ffprobe_for(ffmpeg)
         self.active: dict[int, Recording] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.finished: dict[int, asyncio.Event] = {}  # video id → set once the files are in the library
@@ -465,7 +422,7 @@ class Recordings:
             for j in range(len(inputs)):
                 args += ["-map", f"{j}"]
             await run_ffmpeg([*args, "-c", "copy", "-f", "mp4", str(out)], ffmpeg=self.ffmpeg)
-            if out.is_file() and (await probe(out, self.ffprobe)).duration > 0:
+            if out.is_file() and (await probe_file(out, self.ffprobe)).duration > 0:
                 plain.append(out)
         slug = str(journal["slug"])
         vdir = self.library.video_dir(slug)
@@ -482,7 +439,7 @@ class Recordings:
                                     "-movflags", "+faststart", "-f", "mp4", str(tmp)], ffmpeg=self.ffmpeg)
         if rc != 0 or not tmp.is_file():
             raise RuntimeError(f"concat failed: {err.strip()[-300:]}")
-        info = await probe(tmp, self.ffprobe)
+        info = await probe_file(tmp, self.ffprobe)
         # 3. VOD HLS: MPEG-TS (master.m3u8) and fMP4 (master-cmaf.m3u8); remux only
         for sub, extra in (("hls", ["-hls_segment_filename", "seg%d.ts"]),
                            ("cmaf", ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",

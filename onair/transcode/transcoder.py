@@ -39,6 +39,7 @@ from onair.transcode.command import (
     build_ffmpeg_command,
     parse_progress_value,
 )
+from onair.transcode.ffmpeg_run import ffprobe_for
 from onair.transcode.ladder import AUDIO_TRACK, Rendition, plan_ladder
 
 log = logging.getLogger("onair.transcode.transcoder")
@@ -123,7 +124,7 @@ class Transcoder:
         self._on_stats = on_stats
         self._on_restart = on_restart
         self.ffmpeg = ffmpeg
-        self.ffprobe = _sibling_ffprobe(ffmpeg)
+        self.ffprobe = ffprobe_for(ffmpeg)
         self.max_restarts = max_restarts
         self.hls_list_size = hls_list_size  # MPEG-TS playlist length: the DVR window when DVR is on
         # False when taking over from another transcoder of the same output (failover): append_list
@@ -546,16 +547,6 @@ class Transcoder:
 
     def _update(self, **changes: object) -> None:
         self._stats = dataclasses.replace(self._stats, **changes)  # type: ignore[arg-type]
-
-
-def _sibling_ffprobe(ffmpeg: str) -> str:
-    """ffprobe next to the configured ffmpeg binary (same build), else from PATH."""
-    p = Path(ffmpeg)
-    if p.parent != Path("."):
-        cand = p.with_name(p.name.replace("ffmpeg", "ffprobe"))
-        if cand.exists():
-            return str(cand)
-    return "ffprobe"
 
 
 __all__ = ["Transcoder", "TranscoderStats"]
