@@ -133,13 +133,3 @@ def _tee_slaves(video_plan: Sequence[Rendition], has_audio: bool, track_fds: dic
         sel = f"v:{i},a" if has_audio else f"v:{i}"
         slaves.append(f"[select=\\'{sel}\\':{hls}:hls_segment_filename=hls/{r.name}/seg%d.ts]hls/{r.name}/index.m3u8")
     return slaves
-
-
-def parse_progress_value(key: str, value: str) -> float | None:
-    value = value.strip().rstrip("x").strip()
-    if not value or value == "N/A":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
