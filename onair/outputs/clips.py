@@ -121,7 +121,7 @@ class Clipper:
             if not ok:
                 log.warning("clip has no media in the DVR window", extra={"clip": clip_id})
                 if video_id is not None:
-                    await self.recordings._set_video(video_id, status="error", error="no DVR data for the clip")
+                    await self.recordings.set_video(video_id, status="error", error="no DVR data for the clip")
             elif video_id is not None:
                 await self.recordings.import_file(video_id, slug, stream, d / "master.mp4")
             await asyncio.sleep(max(0.0, expiration - time.time()))
