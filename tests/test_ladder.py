@@ -5,8 +5,10 @@ import pytest
 from onair.transcode.ladder import (
     DEFAULT_LADDER,
     R360P,
+    SYSTEM_LADDERS,
     Rendition,
     plan_ladder,
+    renditions_from_qualities,
     transcoded_quality_names,
 )
 
@@ -88,3 +90,23 @@ def test_empty_and_invalid() -> None:
 def test_custom_ladder_duplicates_names_once() -> None:
     custom = [Rendition("720p", 1280, 720, 2000, 30.0), Rendition("720p", 1280, 720, 1500, 30.0)]
     assert len(plan_ladder(custom, 1920, 1080)) == 1
+
+
+def test_stored_qualities_round_trip_to_renditions() -> None:
+    """The seeded rows convert back to the ladder they were written from, fps cap included."""
+    for ladder in SYSTEM_LADDERS:
+        rows = ladder.as_row()["qualities"]
+        assert renditions_from_qualities(rows) == list(ladder.renditions)
+    assert [r.fps_max for r in DEFAULT_LADDER] == [60.0, 60.0, 30.0, 30.0]
+
+
+def test_seeded_rows_are_stable() -> None:
+    # ids, names and keys are what the API serves: they must never change
+    from onair.store.catalog import SYSTEM_QUALITY_SETS
+
+    assert [(q["id"], q["kind"], q["default"], [x["id"] for x in q["qualities"]]) for q in SYSTEM_QUALITY_SETS] == [
+        (1, "live", True, [1, 2, 3, 4]), (2, "live", False, [2, 3, 4]), (3, "live", False, [3, 4, 5]),
+        (4, "vod", True, [11, 12, 13])]
+    assert SYSTEM_QUALITY_SETS[2]["qualities"][2] == {
+        "id": 5, "name": "240p", "width": 426, "height": 240, "video_kbps": 200}
+    assert SYSTEM_QUALITY_SETS[3]["name"] == "VOD ABR 1080p (H.264/AAC)"

@@ -13,9 +13,18 @@ from pathlib import Path
 import pytest
 
 from onair.formats.flv_tracker import FLV_AUDIO, FLV_VIDEO, FlvTracker
-from onair.formats.probe import SourceInfo, parse_ffmpeg_input_info, parse_ffprobe_json
+from onair.formats.probe import (
+    MediaInfo,
+    SourceInfo,
+    parse_ffmpeg_input_info,
+    parse_ffprobe_json,
+    parse_ffprobe_media_json,
+)
 from onair.transcode.command import build_ffmpeg_command
+from onair.transcode.ffmpeg_report import ProgressBlocks, StderrHeader, header_changes, progress_changes
+from onair.transcode.ffmpeg_run import ffprobe_for
 from onair.transcode.ladder import DEFAULT_LADDER, plan_ladder
+from onair.transcode.source_resume import SourceResume
 from onair.transcode.transcoder import Transcoder
 
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
@@ -135,6 +144,52 @@ def test_build_command_720p() -> None:
     assert "hls/480p/seg%d.ts" in joined and "-atomic_writing 1 screenshot.jpg" in joined
     assert "fps=" not in cmd[cmd.index("-filter_complex") + 1].split("select")[0]  # 25 fps <= caps
 
+
+
+def test_ffprobe_for_follows_the_configured_ffmpeg(tmp_path: Path) -> None:
+    assert ffprobe_for("ffmpeg") == "ffprobe"
+    ffmpeg = tmp_path / "bin" / "ffmpeg"
+    assert ffprobe_for(str(ffmpeg)) == "ffprobe"  # no sibling: PATH
+    ffmpeg.parent.mkdir()
+    (tmp_path / "bin" / "ffprobe").touch()
+    assert ffprobe_for(str(ffmpeg)) == str(tmp_path / "bin" / "ffprobe")
+
+
+def test_parse_ffprobe_media_json() -> None:
+    text = json.dumps({"format": {"duration": "8.04"}, "streams": [
+        {"codec_type": "audio", "codec_name": "aac"},
+        {"codec_type": "video", "codec_name": "h264", "width": 1280, "height": 720},
+        {"codec_type": "video", "codec_name": "mjpeg", "width": 64, "height": 64}]})
+    assert parse_ffprobe_media_json(text) == MediaInfo(8.04, 1280, 720, "h264", "aac")
+    assert parse_ffprobe_media_json("") == MediaInfo() and parse_ffprobe_media_json("{oops") == MediaInfo()
+    assert parse_ffprobe_media_json('{"format": {"duration": "N/A"}}').duration == 0.0
+
+
+def test_progress_blocks_across_chunks() -> None:
+    blocks = ProgressBlocks()
+    text = b"frame=50\nfps=25.0\nout_time_us=2000000\nspeed=1.01x\nprogress=continue\nframe=7\nspeed=N/A\n"
+    got = [b for i in range(0, len(text), 5) for b in blocks.feed(text[i : i + 5])]
+    assert len(got) == 1
+    assert progress_changes(got[0]) == {"speed": 1.01, "fps": 25.0, "frames": 50, "out_time_s": 2.0}
+    (last,) = blocks.feed(b"progress=end\n")
+    assert progress_changes(last) == {"frames": 7}
+
+
+def test_stderr_header_ends_at_output() -> None:
+    header = StderrHeader()
+    lines = FFMPEG_STDERR.splitlines()
+    texts = [t for t in (header.feed(line) for line in lines) if t is not None]
+    assert len(texts) == 1 and header.feed("more") is None
+    assert header_changes(texts[0]) == {"source_width": 1280, "source_height": 720, "source_fps": 25.0}
+
+
+def test_source_resume_mpegts_cuts_at_packet_boundary() -> None:
+    resume = SourceResume("mpegts")
+    assert resume.resume_point() == b""
+    resume.track(b"x" * 200)  # 12 bytes into the second packet
+    assert resume.restart() == b""
+    data = b"y" * 180
+    assert resume.forward(data, resume.track(data)) == b"y" * 4  # 176 bytes to the boundary dropped
 
 # ------------------------------------------------------------------------------ real ffmpeg tests
 

@@ -75,7 +75,7 @@ async def create_node(settings: Settings) -> Node:
     hub.events.subscribe(recorder)
     hub.events.subscribe(restreams)
     control = LiveControl(hub, PullManager(hub, sessionmaker, settings), restreams, recordings, recorder,
-                          Clipper(sessionmaker, library, recordings), dvr)
+                          Clipper(sessionmaker, library, recordings, settings.ffmpeg), dvr)
     node = Node(settings=settings, engine=engine, sessionmaker=sessionmaker, ports=Ports(), urls=urls, hub=hub,
                 control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period))
     async with sessionmaker() as db:

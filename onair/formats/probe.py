@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -115,3 +116,31 @@ def parse_ffprobe_json(text: str) -> SourceInfo:
         elif st.get("codec_type") == "audio" and acodec is None:
             acodec = _name(st.get("codec_name"))
     return SourceInfo(width, height, fps, vcodec, acodec)
+
+
+@dataclass
+class MediaInfo:
+    """A media file as ffprobe sees it: duration and the first video/audio stream."""
+
+    duration: float = 0.0
+    width: int | None = None
+    height: int | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+
+
+def parse_ffprobe_media_json(text: str) -> MediaInfo:
+    """Parse ``ffprobe -show_format -show_streams -of json`` of a file; first video/audio stream win."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return MediaInfo()
+    info = MediaInfo()
+    with contextlib.suppress(TypeError, ValueError):
+        info.duration = float(data.get("format", {}).get("duration") or 0.0)
+    for s in data.get("streams", []):
+        if s.get("codec_type") == "video" and info.width is None:
+            info.width, info.height, info.video_codec = s.get("width"), s.get("height"), s.get("codec_name")
+        elif s.get("codec_type") == "audio" and info.audio_codec is None:
+            info.audio_codec = s.get("codec_name")
+    return info

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.outputs.library import VideoLibrary
-from onair.outputs.recording import Recordings, run_ffmpeg
+from onair.outputs.recording import Recordings
 from onair.package.packager import Segment, TrackPackager
 from onair.store.models import Clip, Stream
+from onair.transcode.ffmpeg_run import run_ffmpeg
 
 if TYPE_CHECKING:
     from onair.hub.live_stream import LiveStream
@@ -76,10 +77,11 @@ def _media_playlist(track: _Track) -> str:
 
 class Clipper:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], library: VideoLibrary,
-                 recordings: Recordings) -> None:
+                 recordings: Recordings, ffmpeg: str = "ffmpeg") -> None:
         self.sessionmaker = sessionmaker
         self.library = library
         self.recordings = recordings
+        self.ffmpeg = ffmpeg
         self._tasks: set[asyncio.Task[None]] = set()
 
     def clip_dir(self, clip_id: str) -> Path:
@@ -120,7 +122,7 @@ class Clipper:
             if not ok:
                 log.warning("clip has no media in the DVR window", extra={"clip": clip_id})
                 if video_id is not None:
-                    await self.recordings._set_video(video_id, status="error", error="no DVR data for the clip")
+                    await self.recordings.set_video(video_id, status="error", error="no DVR data for the clip")
             elif video_id is not None:
                 await self.recordings.import_file(video_id, slug, stream, d / "master.mp4")
             await asyncio.sleep(max(0.0, expiration - time.time()))
@@ -190,7 +192,7 @@ class Clipper:
             args += ["-map", str(j)]
         tmp = out.with_suffix(".tmp.mp4")
         rc, err = await run_ffmpeg([*args, "-c", "copy", "-avoid_negative_ts", "make_zero",
-                                    "-movflags", "+faststart", "-f", "mp4", str(tmp)])
+                                    "-movflags", "+faststart", "-f", "mp4", str(tmp)], ffmpeg=self.ffmpeg)
         if rc == 0:
             tmp.replace(out)
         else:

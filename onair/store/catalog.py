@@ -9,28 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.hub.ports import PublishConfig
 from onair.store.models import QualitySet, Stream
-from onair.transcode.ladder import Rendition
+from onair.transcode.ladder import SYSTEM_LADDERS, renditions_from_qualities
 
-# System ladders (spec §7.3). Names follow the product's rendition naming; ids are stable.
-SYSTEM_QUALITY_SETS: list[dict[str, Any]] = [
-    {"id": 1, "kind": "live", "name": "Live ABR 1080p (H.264/AAC)", "default": True, "qualities": [
-        {"id": 1, "name": "1080p", "width": 1920, "height": 1080, "video_kbps": 4050},
-        {"id": 2, "name": "720p", "width": 1280, "height": 720, "video_kbps": 1800},
-        {"id": 3, "name": "480p", "width": 854, "height": 480, "video_kbps": 800},
-        {"id": 4, "name": "360p", "width": 640, "height": 360, "video_kbps": 450}]},
-    {"id": 2, "kind": "live", "name": "Live ABR 720p (H.264/AAC)", "default": False, "qualities": [
-        {"id": 2, "name": "720p", "width": 1280, "height": 720, "video_kbps": 1800},
-        {"id": 3, "name": "480p", "width": 854, "height": 480, "video_kbps": 800},
-        {"id": 4, "name": "360p", "width": 640, "height": 360, "video_kbps": 450}]},
-    {"id": 3, "kind": "live", "name": "Live low bitrate 480p/360p/240p", "default": False, "qualities": [
-        {"id": 3, "name": "480p", "width": 854, "height": 480, "video_kbps": 800},
-        {"id": 4, "name": "360p", "width": 640, "height": 360, "video_kbps": 450},
-        {"id": 5, "name": "240p", "width": 426, "height": 240, "video_kbps": 200}]},
-    {"id": 4, "kind": "vod", "name": "VOD ABR 1080p (H.264/AAC)", "default": True, "qualities": [
-        {"id": 11, "name": "vod1080", "width": 1920, "height": 1080, "video_kbps": 4050},
-        {"id": 12, "name": "vod720", "width": 1280, "height": 720, "video_kbps": 1800},
-        {"id": 13, "name": "vod360", "width": 640, "height": 360, "video_kbps": 450}]},
-]
+# The seeded rows, derived from the ladder definitions (transcode/ladder.py is their only source).
+SYSTEM_QUALITY_SETS: list[dict[str, Any]] = [ladder.as_row() for ladder in SYSTEM_LADDERS]
 
 
 async def seed_quality_sets(db: AsyncSession) -> None:
@@ -66,12 +48,7 @@ class StoreCatalog:
                 return None
             qs = await live_quality_set(db, stream.quality_set_id)
             return PublishConfig(stream_id=stream.id, token=stream.token, active=bool(stream.active),
-                                 pull=bool(stream.pull), renditions=tuple(renditions_of(qs)),
+                                 pull=bool(stream.pull), renditions=tuple(renditions_from_qualities(qs.qualities)),
                                  dvr_seconds=stream.dvr_duration if stream.dvr_enabled else None,
                                  endlist=bool(stream.hls_mpegts_endlist_tag), client_user_id=stream.client_user_id)
 
-
-def renditions_of(quality_set: QualitySet) -> list[Rendition]:
-    return [Rendition(name=q["name"], width=int(q["width"]), height=int(q["height"]),
-                      video_kbps=int(q["video_kbps"]), fps_max=60.0 if int(q["height"]) >= 720 else 30.0)
-            for q in quality_set.qualities]

@@ -19,7 +19,6 @@ PROBESIZE = 2_000_000
 ANALYZEDURATION_US = 1_000_000  # FLV probing is bound by this (~1.3 s to learn the source)
 
 
-
 def _fmt_num(v: float) -> str:
     return f"{v:.3f}".rstrip("0").rstrip(".")
 
@@ -54,62 +53,17 @@ def build_ffmpeg_command(
         "-probesize", str(PROBESIZE), "-analyzeduration", str(ANALYZEDURATION_US),
         "-f", input_format, "-i", "pipe:0",
     ]  # fmt: skip
-    frag = f"f=mp4:movflags={FMP4_MOVFLAGS}:frag_duration={FRAG_DURATION_US}"
-    hls = (
-        f"f=hls:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={hls_list_size}"
-        # append_list: after a restart ffmpeg continues the old playlist (numbering included) and
-        # marks the break with EXT-X-DISCONTINUITY; temp_file: segments appear atomically.
-        ":hls_flags=program_date_time+delete_segments+independent_segments+temp_file+append_list"
-    )
-    slaves: list[str] = []
     if has_video:
-        n = len(plan)
-        chains = [f"[0:v:0]split={n + (1 if screenshot else 0)}" + "".join(f"[s{i}]" for i in range(n))]
-        if screenshot:
-            chains[0] += "[sshot]"
-        for i, r in enumerate(plan):
-            fps_filter = ""
-            if source.fps is not None and source.fps > r.fps_max + 0.01:  # unknown: keep timing
-                fps_filter = f"fps={_fmt_num(r.fps_max)},"
-            chains.append(f"[s{i}]{fps_filter}scale={r.width}:{r.height},setsar=1,format=yuv420p[v{i}]")
-        if screenshot:
-            # First frame at once, then one every 10 s; never upscale (min with input width).
-            chains.append(
-                f"[sshot]select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{SCREENSHOT_INTERVAL_S})',"
-                f"scale='min({SCREENSHOT_MAX_WIDTH}\\,iw)':-2,format=yuvj420p[shot]"
-            )
-        cmd += ["-filter_complex", ";".join(chains)]
-        for i in range(n):
+        cmd += ["-filter_complex", _filter_graph(plan, source, screenshot)]
+        for i in range(len(plan)):
             cmd += ["-map", f"[v{i}]"]
     if has_audio:
         cmd += ["-map", "0:a:0?"]
     if has_video:
-        cmd += [
-            "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "high",
-            "-pix_fmt", "yuv420p", "-sc_threshold", "0",
-            "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_S})",
-        ]  # fmt: skip
-        if source.fps is None:
-            # variable-rate source (WebRTC): without a rate ffmpeg's CFR default would duplicate frames at
-            # the time-base rate (90 kHz for MPEG-TS); keep the source timing instead
-            cmd += ["-fps_mode", "vfr"]
-        for i, r in enumerate(plan):
-            gop = max(1, round(KEYFRAME_INTERVAL_S * output_fps(r, source.fps)))
-            kb = r.video_kbps
-            cmd += [
-                f"-g:v:{i}", str(gop),
-                f"-b:v:{i}", f"{kb}k", f"-maxrate:v:{i}", f"{kb}k", f"-bufsize:v:{i}", f"{kb * 2}k",
-            ]  # fmt: skip
-            slaves.append(f"[select=\\'v:{i}\\':{frag}]pipe:{track_fds[r.name]}")
+        cmd += _video_codec_args(plan, source)
     if has_audio:
         cmd += ["-c:a", "aac", "-profile:a", "aac_low", "-b:a", f"{AUDIO_KBPS}k", "-ac", "2", "-ar", "48000"]
-        slaves.append(f"[select=a:{frag}]pipe:{track_fds[AUDIO_TRACK]}")
-    if has_video:
-        for i, r in enumerate(plan):
-            sel = f"v:{i},a" if has_audio else f"v:{i}"
-            slaves.append(
-                f"[select=\\'{sel}\\':{hls}:hls_segment_filename=hls/{r.name}/seg%d.ts]hls/{r.name}/index.m3u8"
-            )
+    slaves = _tee_slaves(plan if has_video else [], has_audio, track_fds, hls_list_size)
     # Tee does not advertise AVFMT_GLOBALHEADER, but mp4 with empty_moov needs the SPS/PPS and
     # AudioSpecificConfig up front; the mpegts muxer re-inserts them in-band by itself.
     cmd += ["-flags", "+global_header", "-f", "tee", "|".join(slaves)]
@@ -121,11 +75,61 @@ def build_ffmpeg_command(
     return cmd
 
 
-def parse_progress_value(key: str, value: str) -> float | None:
-    value = value.strip().rstrip("x").strip()
-    if not value or value == "N/A":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
+def _filter_graph(plan: Sequence[Rendition], source: SourceInfo, screenshot: bool) -> str:
+    """The source video split into one scaled chain per rendition (``[v{i}]``) and the screenshot (``[shot]``)."""
+    n = len(plan)
+    chains = [f"[0:v:0]split={n + (1 if screenshot else 0)}" + "".join(f"[s{i}]" for i in range(n))]
+    if screenshot:
+        chains[0] += "[sshot]"
+    for i, r in enumerate(plan):
+        fps_filter = ""
+        if source.fps is not None and source.fps > r.fps_max + 0.01:  # unknown: keep timing
+            fps_filter = f"fps={_fmt_num(r.fps_max)},"
+        chains.append(f"[s{i}]{fps_filter}scale={r.width}:{r.height},setsar=1,format=yuv420p[v{i}]")
+    if screenshot:
+        # First frame at once, then one every 10 s; never upscale (min with input width).
+        chains.append(
+            f"[sshot]select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{SCREENSHOT_INTERVAL_S})',"
+            f"scale='min({SCREENSHOT_MAX_WIDTH}\\,iw)':-2,format=yuvj420p[shot]"
+        )
+    return ";".join(chains)
+
+
+def _video_codec_args(plan: Sequence[Rendition], source: SourceInfo) -> list[str]:
+    """x264 settings shared by all renditions, then each rendition's GOP and rate control."""
+    args = [
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "high",
+        "-pix_fmt", "yuv420p", "-sc_threshold", "0",
+        "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_S})",
+    ]  # fmt: skip
+    if source.fps is None:
+        # variable-rate source (WebRTC): without a rate ffmpeg's CFR default would duplicate frames at
+        # the time-base rate (90 kHz for MPEG-TS); keep the source timing instead
+        args += ["-fps_mode", "vfr"]
+    for i, r in enumerate(plan):
+        gop = max(1, round(KEYFRAME_INTERVAL_S * output_fps(r, source.fps)))
+        kb = r.video_kbps
+        args += [
+            f"-g:v:{i}", str(gop),
+            f"-b:v:{i}", f"{kb}k", f"-maxrate:v:{i}", f"{kb}k", f"-bufsize:v:{i}", f"{kb * 2}k",
+        ]  # fmt: skip
+    return args
+
+
+def _tee_slaves(video_plan: Sequence[Rendition], has_audio: bool, track_fds: dict[str, int],
+                hls_list_size: int) -> list[str]:
+    """The tee outputs: one fMP4 pipe per video rendition, one for the audio, then one HLS per rendition."""
+    frag = f"f=mp4:movflags={FMP4_MOVFLAGS}:frag_duration={FRAG_DURATION_US}"
+    hls = (
+        f"f=hls:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={hls_list_size}"
+        # append_list: after a restart ffmpeg continues the old playlist (numbering included) and
+        # marks the break with EXT-X-DISCONTINUITY; temp_file: segments appear atomically.
+        ":hls_flags=program_date_time+delete_segments+independent_segments+temp_file+append_list"
+    )
+    slaves = [f"[select=\\'v:{i}\\':{frag}]pipe:{track_fds[r.name]}" for i, r in enumerate(video_plan)]
+    if has_audio:
+        slaves.append(f"[select=a:{frag}]pipe:{track_fds[AUDIO_TRACK]}")
+    for i, r in enumerate(video_plan):
+        sel = f"v:{i},a" if has_audio else f"v:{i}"
+        slaves.append(f"[select=\\'{sel}\\':{hls}:hls_segment_filename=hls/{r.name}/seg%d.ts]hls/{r.name}/index.m3u8")
+    return slaves

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,81 @@ class Rendition:
     fps_max: float = 60.0
 
 
-# System quality sets (defaults of the commercial product).
-R1080P = Rendition("1080p", 1920, 1080, 4050, 60.0)
-R720P = Rendition("720p", 1280, 720, 1800, 60.0)
-R480P = Rendition("480p", 854, 480, 800, 30.0)
-R360P = Rendition("360p", 640, 360, 450, 30.0)
-DEFAULT_LADDER: tuple[Rendition, ...] = (R1080P, R720P, R480P, R360P)
+def fps_max_for(height: int) -> float:
+    """Frame-rate cap of a quality: 60 fps from 720p up, 30 fps below (product rule)."""
+    return 60.0 if height >= 720 else 30.0
+
+
+def _quality(name: str, width: int, height: int, video_kbps: int) -> Rendition:
+    return Rendition(name, width, height, video_kbps, fps_max_for(height))
+
+
+# System qualities (defaults of the commercial product).
+R1080P = _quality("1080p", 1920, 1080, 4050)
+R720P = _quality("720p", 1280, 720, 1800)
+R480P = _quality("480p", 854, 480, 800)
+R360P = _quality("360p", 640, 360, 450)
+R240P = _quality("240p", 426, 240, 200)
+VOD1080 = _quality("vod1080", 1920, 1080, 4050)
+VOD720 = _quality("vod720", 1280, 720, 1800)
+VOD360 = _quality("vod360", 640, 360, 450)
+
+
+@dataclass(frozen=True)
+class SystemQuality:
+    """A system quality as stored in a quality set: its stable id and its rendition."""
+
+    id: int
+    rendition: Rendition
+
+    def as_row(self) -> dict[str, Any]:
+        """The stored ``qualities`` entry (spec §7.3); ``fps_max`` is not stored, it follows the height."""
+        r = self.rendition
+        return {"id": self.id, "name": r.name, "width": r.width, "height": r.height, "video_kbps": r.video_kbps}
+
+
+@dataclass(frozen=True)
+class SystemLadder:
+    """A system quality set seeded into the database; ids are stable."""
+
+    id: int
+    kind: str  # "live" or "vod"
+    name: str
+    default: bool
+    qualities: tuple[SystemQuality, ...]
+
+    @property
+    def renditions(self) -> tuple[Rendition, ...]:
+        return tuple(q.rendition for q in self.qualities)
+
+    def as_row(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "name": self.name, "default": self.default,
+                "qualities": [q.as_row() for q in self.qualities]}
+
+
+Q1080P = SystemQuality(1, R1080P)
+Q720P = SystemQuality(2, R720P)
+Q480P = SystemQuality(3, R480P)
+Q360P = SystemQuality(4, R360P)
+Q240P = SystemQuality(5, R240P)
+QVOD1080 = SystemQuality(11, VOD1080)
+QVOD720 = SystemQuality(12, VOD720)
+QVOD360 = SystemQuality(13, VOD360)
+
+# System ladders (spec §7.3). Names follow the product's rendition naming.
+LIVE_ABR_1080P = SystemLadder(1, "live", "Live ABR 1080p (H.264/AAC)", True, (Q1080P, Q720P, Q480P, Q360P))
+LIVE_ABR_720P = SystemLadder(2, "live", "Live ABR 720p (H.264/AAC)", False, (Q720P, Q480P, Q360P))
+LIVE_LOW_480P = SystemLadder(3, "live", "Live low bitrate 480p/360p/240p", False, (Q480P, Q360P, Q240P))
+VOD_ABR_1080P = SystemLadder(4, "vod", "VOD ABR 1080p (H.264/AAC)", True, (QVOD1080, QVOD720, QVOD360))
+SYSTEM_LADDERS: tuple[SystemLadder, ...] = (LIVE_ABR_1080P, LIVE_ABR_720P, LIVE_LOW_480P, VOD_ABR_1080P)
+DEFAULT_LADDER: tuple[Rendition, ...] = LIVE_ABR_1080P.renditions
 AUDIO_KBPS = 128
 AUDIO_TRACK = "audio"
+
+
+def renditions_from_qualities(qualities: Sequence[Mapping[str, Any]]) -> list[Rendition]:
+    """The renditions of a stored quality set's ``qualities`` (rows as :meth:`SystemQuality.as_row`)."""
+    return [_quality(str(q["name"]), int(q["width"]), int(q["height"]), int(q["video_kbps"])) for q in qualities]
 
 
 def _even_floor(v: float) -> int:

@@ -30,23 +30,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onair.formats.flv_tracker import FLV_VIDEO, FlvTag, FlvTracker
-from onair.formats.probe import SourceInfo, parse_ffmpeg_input_info, parse_ffprobe_json
-from onair.transcode.command import (
-    ANALYZEDURATION_US,
-    HLS_LIST_SIZE,
-    PROBESIZE,
-    build_ffmpeg_command,
-    parse_progress_value,
-)
+from onair.formats.probe import SourceInfo
+from onair.transcode.command import HLS_LIST_SIZE, build_ffmpeg_command
+from onair.transcode.ffmpeg_report import ProgressBlocks, StderrHeader, header_changes, progress_changes
+from onair.transcode.ffmpeg_run import ffprobe_for
+from onair.transcode.head_probe import HeadProbe
 from onair.transcode.ladder import AUDIO_TRACK, Rendition, plan_ladder
+from onair.transcode.source_resume import SourceResume
 
 log = logging.getLogger("onair.transcode.transcoder")
 
-PROBE_TIMEOUT_S = 10.0
-HEAD_MAX_BYTES = 16 * 1024 * 1024
 STOP_TIMEOUT_S = 10.0
-TS_PACKET = 188
 READ_CHUNK = 64 * 1024
 
 
@@ -123,7 +117,7 @@ class Transcoder:
         self._on_stats = on_stats
         self._on_restart = on_restart
         self.ffmpeg = ffmpeg
-        self.ffprobe = _sibling_ffprobe(ffmpeg)
+        self.ffprobe = ffprobe_for(ffmpeg)
         self.max_restarts = max_restarts
         self.hls_list_size = hls_list_size  # MPEG-TS playlist length: the DVR window when DVR is on
         # False when taking over from another transcoder of the same output (failover): append_list
@@ -134,17 +128,10 @@ class Transcoder:
         self._source = SourceInfo()
         self._plan: list[Rendition] = []
         self._tracks_seen: set[str] = set()
-        self._flv = FlvTracker() if input_format == "flv" else None
-        self._ts_offset = 0  # bytes of source seen, to find TS packet boundaries
-        self._skip = 0  # bytes to drop before the next TS packet boundary after a restart
-        self._await_keyframe = False
+        self._resume = SourceResume(input_format)
 
         self._lock = asyncio.Lock()  # serialises writes to ffmpeg stdin and (re)spawns
-        self._head: list[bytes] = []
-        self._head_bytes = 0
-        self._probe_proc: asyncio.subprocess.Process | None = None
-        self._probe_input_closed = False
-        self._first_data = asyncio.Event()
+        self._probe = HeadProbe(self.ffprobe, input_format, stream_id)
         self._run: _Run | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._started = False
@@ -174,9 +161,7 @@ class Transcoder:
         """A decodable start of the source as of the bytes written so far, for a second consumer (the
         recorder) joining mid-stream: FLV header + sequence headers + current GOP. b"" for MPEG-TS
         (any packet boundary will do); None while no keyframe has been seen."""
-        if self._flv is None:
-            return b""
-        return self._flv.resume_data()
+        return self._resume.resume_point()
 
     async def start(self) -> None:
         """Start probing; ffmpeg itself starts once the source head has been probed."""
@@ -187,34 +172,23 @@ class Transcoder:
         # A previous session's segments would confuse append_list and players.
         if self.clean_ts_dir:
             await asyncio.to_thread(shutil.rmtree, self.ts_dir, True)
-        self._probe_proc = await asyncio.create_subprocess_exec(
-            self.ffprobe, "-v", "error",
-            "-probesize", str(PROBESIZE), "-analyzeduration", str(ANALYZEDURATION_US),
-            "-f", self.input_format, "-i", "pipe:0", "-show_streams", "-of", "json",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        await self._probe.start()
         self._main_task = asyncio.create_task(self._main(), name=f"transcoder-{self.stream_id}")
 
     async def write(self, data: bytes) -> None:
         """Feed source bytes. Never raises because of ffmpeg: data is dropped while it is down."""
         if not data or self._stopping:
             return
-        self._first_data.set()
         async with self._lock:
-            tags = self._flv.feed(data) if self._flv is not None else []
-            self._ts_offset += len(data)
+            tags = self._resume.track(data)
             run = self._run
             if run is None:
                 if not self._failed:
-                    await self._feed_probe(data)
+                    await self._probe.feed(data)
                 return
             if run.dead:
                 return
-            if self._flv is not None and self._await_keyframe:
-                data = self._flv_after_keyframe(tags)
-            elif self._skip:
-                n = min(self._skip, len(data))
-                data, self._skip = data[n:], self._skip - n
+            data = self._resume.forward(data, tags)
             if data:
                 await self._stdin_write(run, data)
 
@@ -223,9 +197,7 @@ class Transcoder:
         if self._stopping:
             return
         self._stopping = True
-        if self._probe_proc is not None and self._probe_proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._probe_proc.kill()
+        self._probe.kill()
         main = self._main_task
         if main is not None and self._run is None:
             main.cancel()  # still probing (maybe no data ever came)
@@ -248,55 +220,11 @@ class Transcoder:
                 t.cancel()
         self._update(running=False)
 
-    # ------------------------------------------------------------------ probing
-
-    async def _feed_probe(self, data: bytes) -> None:
-        self._head.append(data)
-        self._head_bytes += len(data)
-        proc = self._probe_proc
-        if proc is None or proc.stdin is None or self._probe_input_closed:
-            return
-        if proc.returncode is not None or proc.stdin.is_closing():
-            self._probe_input_closed = True
-            return
-        try:
-            proc.stdin.write(data)
-            await proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            self._probe_input_closed = True  # ffprobe has seen enough and exited
-        if self._head_bytes > HEAD_MAX_BYTES and not self._probe_input_closed:
-            proc.stdin.close()  # EOF makes ffprobe report what it found so far
-            self._probe_input_closed = True
-
-    async def _probe(self) -> SourceInfo:
-        proc = self._probe_proc
-        assert proc is not None and proc.stdout is not None
-        out_task = asyncio.create_task(proc.stdout.read())
-        await self._first_data.wait()
-        try:
-            await asyncio.wait_for(proc.wait(), PROBE_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("stream %s: ffprobe timed out, using what it found", self.stream_id)
-            async with self._lock:
-                if proc.stdin is not None:
-                    proc.stdin.close()
-                self._probe_input_closed = True
-            try:
-                await asyncio.wait_for(proc.wait(), 3.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        info = parse_ffprobe_json((await out_task).decode("utf-8", "replace"))
-        if proc.stdin is not None:
-            proc.stdin.close()
-        return info
-
     # ------------------------------------------------------------------ supervision
 
     async def _main(self) -> None:
         try:
-            info = await self._probe()
+            info = await self._probe.result()
             if self._stopping:
                 return
             if not info.has_video and not info.has_audio:
@@ -308,8 +236,8 @@ class Transcoder:
                 self._plan = plan_ladder(self.renditions, info.width, info.height)
             elif info.has_video:
                 log.error("stream %s: source video size unknown; no video renditions", self.stream_id)
-            if self._flv is not None and not info.has_video:
-                self._flv.has_video_flag = False
+            if not info.has_video:
+                self._resume.source_has_no_video()
             self._update(
                 source_width=info.width, source_height=info.height, source_fps=info.fps,
                 video_codec=info.video_codec, audio_codec=info.audio_codec,
@@ -323,8 +251,7 @@ class Transcoder:
             async with self._lock:
                 if self._stopping:
                     return
-                head = b"".join(self._head)
-                self._head.clear()
+                head = self._probe.take_head()
                 run = await self._spawn()
                 await self._stdin_write(run, head)
             await self._supervise()
@@ -370,26 +297,7 @@ class Transcoder:
                     except Exception:
                         log.exception("stream %s: on_restart callback failed", self.stream_id)
                 new = await self._spawn()
-                await self._stdin_write(new, self._resume_data())
-
-    def _resume_data(self) -> bytes:
-        """Decodable start for the restarted ffmpeg; sets up dropping until one is available."""
-        if self._flv is not None:
-            data = self._flv.resume_data()
-            if data is None and not self._flv.broken:
-                self._await_keyframe = True
-                return b""
-            return data or b""
-        self._skip = (-self._ts_offset) % TS_PACKET
-        return b""
-
-    def _flv_after_keyframe(self, tags: list[FlvTag]) -> bytes:
-        assert self._flv is not None
-        for i, tag in enumerate(tags):
-            if tag.type == FLV_VIDEO and tag.keyframe:
-                self._await_keyframe = False
-                return self._flv.config(tag.timestamp) + b"".join(t.raw for t in tags[i:]) + self._flv.pending
-        return b""
+                await self._stdin_write(new, self._resume.restart())
 
     async def _spawn(self) -> _Run:
         fds: dict[str, int] = {}
@@ -455,7 +363,7 @@ class Transcoder:
 
     def _fail(self) -> None:
         self._failed = True
-        self._head.clear()
+        self._probe.clear()
         self._update(running=False, failed=True)
 
     # ------------------------------------------------------------------ readers
@@ -474,39 +382,16 @@ class Transcoder:
         return on_data
 
     async def _read_progress(self, fd: int) -> None:
-        block: dict[str, str] = {}
-        partial = b""
+        blocks = ProgressBlocks()
 
         def on_data(chunk: bytes) -> None:
-            nonlocal partial
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
-            for raw in lines:
-                key, sep, value = raw.decode("utf-8", "replace").strip().partition("=")
-                if not sep:
-                    continue
-                block[key] = value
-                if key == "progress":
-                    self._apply_progress(block)
-                    block.clear()
+            for block in blocks.feed(chunk):
+                self._apply_progress(block)
 
         await _read_fd(fd, on_data)
 
     def _apply_progress(self, block: dict[str, str]) -> None:
-        changes: dict[str, object] = {}
-        speed = parse_progress_value("speed", block.get("speed", ""))
-        fps = parse_progress_value("fps", block.get("fps", ""))
-        if speed is not None:
-            changes["speed"] = speed
-        if fps is not None:
-            changes["fps"] = fps
-        frame = block.get("frame", "")
-        if frame.strip().isdigit():
-            changes["frames"] = int(frame)
-        out_us = block.get("out_time_us", "").strip()
-        if out_us.lstrip("-").isdigit():
-            changes["out_time_s"] = int(out_us) / 1e6
-        self._update(**changes)
+        self._update(**progress_changes(block))
         if self._on_stats is not None:
             try:
                 self._on_stats(self._stats)
@@ -516,8 +401,7 @@ class Transcoder:
     async def _read_stderr(self, run: _Run) -> None:
         stream = run.proc.stderr
         assert stream is not None
-        header: list[str] = []
-        header_done = False
+        header = StderrHeader()
         while True:
             try:
                 line_b = await stream.readline()
@@ -527,35 +411,15 @@ class Transcoder:
                 break
             line = line_b.decode("utf-8", "replace").rstrip()
             run.stderr_tail.append(line)
-            if not header_done:
-                header.append(line)
-                if line.startswith(("Output #", "Stream mapping")) or len(header) > 200:
-                    header_done = True
-                    self._apply_ffmpeg_header("\n".join(header))
-
-    def _apply_ffmpeg_header(self, text: str) -> None:
-        # ffmpeg's own view of the input supersedes the head probe where it has a value.
-        info = parse_ffmpeg_input_info(text)
-        changes: dict[str, object] = {}
-        if info.width and info.height:
-            changes.update(source_width=info.width, source_height=info.height)
-        if info.fps:
-            changes["source_fps"] = info.fps
-        if changes:
-            self._update(**changes)
+            text = header.feed(line)
+            if text is not None:
+                # ffmpeg's own view of the input supersedes the head probe where it has a value.
+                changes = header_changes(text)
+                if changes:
+                    self._update(**changes)
 
     def _update(self, **changes: object) -> None:
         self._stats = dataclasses.replace(self._stats, **changes)  # type: ignore[arg-type]
-
-
-def _sibling_ffprobe(ffmpeg: str) -> str:
-    """ffprobe next to the configured ffmpeg binary (same build), else from PATH."""
-    p = Path(ffmpeg)
-    if p.parent != Path("."):
-        cand = p.with_name(p.name.replace("ffmpeg", "ffprobe"))
-        if cand.exists():
-            return str(cand)
-    return "ffprobe"
 
 
 __all__ = ["Transcoder", "TranscoderStats"]
