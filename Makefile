@@ -14,6 +14,7 @@ run: deps
 test: deps
 	$(BIN)/ruff check onair tests bench fuzz
 	$(BIN)/mypy onair
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: deps
@@ -22,6 +23,7 @@ bench: deps
 lint: deps
 	$(BIN)/ruff check onair tests bench fuzz
 	$(BIN)/mypy onair
+	$(BIN)/lint-imports
 
 deps: system-deps $(STAMP)
 

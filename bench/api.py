@@ -17,6 +17,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.harness import API_KEY, ROOT, running_server
@@ -29,6 +30,28 @@ GRACE_S = 2.0  # after the last scheduled send, wait this long for answers, then
 
 
 # --- the generator process ---------------------------------------------------------------------------
+
+async def _open_loop(one: Callable[[float, str], Awaitable[None]], pick: Callable[[], str], t0: float,
+                     total: int, rate: float) -> int:
+    """Send `total` requests on schedule from `t0`; returns how many were still unanswered after GRACE_S."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+    i = 0
+    while i < total:
+        now = loop.time()
+        while i < total and t0 + i / rate <= now:
+            task = asyncio.create_task(one(t0 + i / rate, pick()))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
+    if not tasks:
+        return 0
+    _, pending = await asyncio.wait(set(tasks), timeout=GRACE_S)
+    for task in pending:
+        task.cancel()
+    return len(pending)
+
 
 async def _generate(port: int, paths: list[tuple[str, float]], rate: float, duration: float, auth: bool,
                     concurrency: int = 0) -> dict[str, Any]:
@@ -65,24 +88,10 @@ async def _generate(port: int, paths: list[tuple[str, float]], rate: float, dura
         elapsed = loop.time() - t0
         sent = len(lat) + sum(errors.values())
     else:
-        tasks: set[asyncio.Task[None]] = set()
-        total, i = int(duration * rate), 0
-        while i < total:
-            now = loop.time()
-            while i < total and t0 + i / rate <= now:
-                task = asyncio.create_task(one(t0 + i / rate, rng.choices(choices, weights)[0]))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                i += 1
-            await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
-        sent = total
-        if tasks:
-            _, pending = await asyncio.wait(set(tasks), timeout=GRACE_S)
-            for task in pending:
-                task.cancel()
-            unanswered = len(pending)
-            if unanswered:
-                errors[f"unanswered {GRACE_S:.0f} s after the last send"] = unanswered
+        sent = int(duration * rate)
+        unanswered = await _open_loop(one, lambda: rng.choices(choices, weights)[0], t0, sent, rate)
+        if unanswered:
+            errors[f"unanswered {GRACE_S:.0f} s after the last send"] = unanswered
         elapsed = max(duration, loop.time() - t0 - (GRACE_S if unanswered else 0))
     cpu = self_cpu() - cpu0
     pool.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from onair.api.deps import DbDep, NodeDep
 from onair.api.errors import field_error, not_found
@@ -17,6 +17,31 @@ VideoId = Path(..., ge=1, le=2**31 - 1)
 LIST_FIELDS = {"id", "name", "duration", "status", "created_at", "updated_at", "hls_url", "screenshots",
                "converted_videos", "priority", "stream_id"}
 STATUSES = {"empty", "pending", "viewable", "ready", "error"}
+
+
+def _video_ids(text: str) -> list[int]:
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise field_error("id", "must be a comma-separated list of integers") from None
+    if any(not 0 < i < 2**31 for i in ids):
+        raise field_error("id", "must be a comma-separated list of video ids")
+    return ids
+
+
+def _search_condition(search: str) -> ColumnElement[bool]:
+    conds = [Video.slug == search, Video.name.contains(search, autoescape=True)]
+    if search.isdigit() and int(search) < 2**31:
+        conds.append(Video.id == int(search))
+    return or_(*conds)
+
+
+def _wanted_fields(fields: str) -> set[str]:
+    wanted = {f.strip() for f in fields.split(",") if f.strip()}
+    unknown = wanted - LIST_FIELDS
+    if unknown:
+        raise field_error("fields", f"unknown fields: {', '.join(sorted(unknown))}")
+    return wanted
 
 
 @router.get("")
@@ -31,13 +56,7 @@ async def list_videos(node: NodeDep, db: DbDep, response: Response,
                       per_page: int = Query(25, ge=1, le=1000)) -> list[dict[str, Any]]:
     q = select(Video)
     if id:
-        try:
-            ids = [int(x) for x in id.split(",") if x.strip()]
-        except ValueError:
-            raise field_error("id", "must be a comma-separated list of integers") from None
-        if any(not 0 < i < 2**31 for i in ids):
-            raise field_error("id", "must be a comma-separated list of video ids")
-        q = q.where(Video.id.in_(ids))
+        q = q.where(Video.id.in_(_video_ids(id)))
     if stream_id is not None:
         q = q.where(Video.stream_id == stream_id)
     if status is not None:
@@ -50,16 +69,8 @@ async def list_videos(node: NodeDep, db: DbDep, response: Response,
         if value is not None and "\x00" in value:
             raise field_error(name, "must not contain NUL characters")
     if search:
-        conds = [Video.slug == search, Video.name.contains(search, autoescape=True)]
-        if search.isdigit() and int(search) < 2**31:
-            conds.append(Video.id == int(search))
-        q = q.where(or_(*conds))
-    wanted = None
-    if fields:
-        wanted = {f.strip() for f in fields.split(",") if f.strip()}
-        unknown = wanted - LIST_FIELDS
-        if unknown:
-            raise field_error("fields", f"unknown fields: {', '.join(sorted(unknown))}")
+        q = q.where(_search_condition(search))
+    wanted = _wanted_fields(fields) if fields else None
     total = (await db.execute(select(func.count()).select_from(q.subquery()))).scalar_one()
     rows = (await db.execute(q.order_by(Video.id.desc())
                              .offset((page - 1) * per_page).limit(per_page))).scalars()

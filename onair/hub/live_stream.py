@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -53,8 +54,10 @@ class LiveStatus:
 
 
 class LiveStream:
-    def __init__(self, config: PublishConfig, work_dir: Path, settings: Settings, input_format: str) -> None:
+    def __init__(self, config: PublishConfig, work_dir: Path, settings: Settings, input_format: str, *,
+                 make_transcoder: Callable[..., Transcoder] = Transcoder) -> None:
         self.stream_id = config.stream_id
+        self.make_transcoder = make_transcoder  # unit tests pass a fake that runs no ffmpeg
         self.config = config
         self.work_dir = work_dir
         self.settings = settings
@@ -168,10 +171,11 @@ class LiveStream:
     def _make_transcoder(self, input_format: str, *, clean_ts_dir: bool) -> Transcoder:
         self._generation += 1
         gen = self._generation
-        return Transcoder(stream_id=self.stream_id, input_format=input_format, renditions=self.renditions,
-                          work_dir=self.work_dir, on_track_data=lambda t, d: self._on_track_data(t, d, gen),
-                          on_restart=lambda: self._on_restart(gen), ffmpeg=self.settings.ffmpeg,
-                          hls_list_size=self.window_segments, clean_ts_dir=clean_ts_dir)
+        return self.make_transcoder(stream_id=self.stream_id, input_format=input_format, renditions=self.renditions,
+                                    work_dir=self.work_dir,
+                                    on_track_data=lambda t, d: self._on_track_data(t, d, gen),
+                                    on_restart=lambda: self._on_restart(gen), ffmpeg=self.settings.ffmpeg,
+                                    hls_list_size=self.window_segments, clean_ts_dir=clean_ts_dir)
 
     def _replace_transcoder(self, input_format: str) -> Transcoder:
         self.transcoder = self._make_transcoder(input_format, clean_ts_dir=False)

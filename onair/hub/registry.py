@@ -13,7 +13,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, NoReturn
 
 from prometheus_client import Counter, Gauge
@@ -25,6 +25,7 @@ from onair.hub.keys import parse_stream_key
 from onair.hub.live_stream import LiveStream
 from onair.hub.ports import IngestRefused, PublishConfig, StreamCatalog
 from onair.hub.publisher import Publisher
+from onair.transcode.transcoder import Transcoder
 
 __all__ = ["SOURCE_TYPES", "StreamHub"]
 
@@ -42,8 +43,10 @@ def _input_format(protocol: str) -> str:
 
 
 class StreamHub:
-    def __init__(self, settings: Settings, catalog: StreamCatalog) -> None:
+    def __init__(self, settings: Settings, catalog: StreamCatalog, *,
+                 make_transcoder: Callable[..., Transcoder] = Transcoder) -> None:
         self.settings = settings
+        self.make_transcoder = make_transcoder
         self.catalog = catalog
         self.events = EventBus()
         self.directory = IngestDirectory()  # who may push, for the SRT handshake (no DB there)
@@ -107,7 +110,8 @@ class StreamHub:
         work_dir = self.settings.data_dir / "live" / str(config.stream_id)
         await asyncio.to_thread(shutil.rmtree, work_dir, True)
         work_dir.mkdir(parents=True, exist_ok=True)
-        stream = LiveStream(config, work_dir, self.settings, publisher.input_format)
+        stream = LiveStream(config, work_dir, self.settings, publisher.input_format,
+                            make_transcoder=self.make_transcoder)
         stream.feeds.attach(publisher, feeding=True)
         self._streams[config.stream_id] = stream
         await self.events.emit(SessionStarted(stream))
