@@ -6,7 +6,7 @@ over at a decodable point. :func:`failover_loop` switches to the other feed when
 delivered nothing for `failover_timeout` seconds (or is gone) and the other is delivering, and back to
 the primary once it has delivered continuously for `failback_delay` seconds. A switch starts a new
 transcoder on the other input (its format may differ: FLV from RTMP, MPEG-TS from SRT); the
-packager continues the same playlists across it (see onair.package.continuity).
+packager continues the same playlists across it (see TrackPackager.restart).
 """
 
 from __future__ import annotations

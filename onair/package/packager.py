@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from onair.formats.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init
-from onair.package.continuity import rebase_offset, shift_tfdt
+from onair.formats.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init, shift_tfdt
 
 __all__ = [
     "Part",
     "Segment",
     "TrackPackager",
+    "rebase_offset",
     "render_dash_mpd",
     "render_hls_master",
     "render_hls_media",
@@ -99,6 +99,20 @@ class Segment:
 SegmentCallback = Callable[["TrackPackager", Segment], None]
 
 
+def rebase_offset(first_start: int, next_decode: int | None, wallclock_ticks: int | None) -> int:
+    """Offset for the fragments of a new byte stream whose first decode time is `first_start`.
+
+    A restarted (or switched-over) encoder begins a new fMP4 stream with decode times from ~0. Its
+    fragments are shifted (tfdt rewritten, see shift_tfdt) to continue at the end of the previous
+    stream (`next_decode`), or later when the wall clock moved on further during the gap, so that
+    DASH availability times stay close to real time. HLS marks the boundary EXT-X-DISCONTINUITY.
+    """
+    target = next_decode or 0
+    if wallclock_ticks is not None:
+        target = max(target, wallclock_ticks)
+    return target - first_start
+
+
 class TrackPackager:
     """Turns one ffmpeg fMP4 byte stream into an init segment plus a sliding window of segments/parts."""
 
@@ -140,7 +154,7 @@ class TrackPackager:
         self._sample_ticks = 0
         self.wallclock_anchor: datetime | None = None  # wall clock at decode time 0
         self.ended = False
-        # Continuity across encoder restarts/switches (see onair.package.continuity).
+        # Continuity across encoder restarts/switches (see restart() and rebase_offset()).
         self.inits: dict[int, bytes] = {}
         self.init_version = 0
         self.discontinuity_sequence = 0  # discontinuities that slid out of the window
