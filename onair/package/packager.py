@@ -87,6 +87,13 @@ class Segment:
             self._data = joined
         return joined
 
+    def drop_bytes(self) -> None:
+        """Evict: drop the media bytes, keep the timing metadata that playlists list."""
+        self.evicted = True
+        self._data = None
+        self.parts = [Part(b"", p.duration, p.independent, p.decode_time, p.duration_ticks, p.sample_count)
+                      for p in self.parts]
+
 
 SegmentCallback = Callable[["TrackPackager", Segment], None]
 
@@ -302,30 +309,8 @@ class TrackPackager:
         return added
 
     def _on_box(self, btype: str, data: bytes) -> int:
-        if self._track is None:
-            if btype == "ftyp":
-                self._init_parts = [data]
-            elif btype == "moov":
-                self._init_parts.append(data)
-                init = b"".join(self._init_parts)
-                self._track = parse_init(init)
-                self.init = init
-                self.inits[0] = init
-            elif btype in ("moof", "mdat"):
-                raise FMP4Error(f"{self.name}: {btype} before moov")
-            return 0
-        if btype == "ftyp":
-            # A new byte stream begins on this pipe (restarted/switched encoder): its moov follows.
-            # (The box reader is at a box boundary here, so unlike restart() it stays as it is.)
-            self._moof = self._frag = None
-            self._restarting = True
-            self._init_parts = [data]
-            return 0
-        if self._restarting:
-            if btype == "moov":
-                self._new_init(b"".join([*self._init_parts, data]))
-            elif btype in ("moof", "mdat"):
-                raise FMP4Error(f"{self.name}: {btype} before moov")
+        if self._track is None or self._restarting or btype == "ftyp":
+            self._on_init_box(btype, data)
             return 0
         if btype == "moof":
             self._moof = data
@@ -341,6 +326,29 @@ class TrackPackager:
             raise FMP4Error(f"{self.name}: init segment changed mid-stream")
         # ftyp/moov repeats, styp, sidx, prft, emsg, free, mfra: not needed for packaging.
         return 0
+
+    def _on_init_box(self, btype: str, data: bytes) -> None:
+        """A box while the init segment (ftyp+moov) of the first or of a new byte stream is awaited."""
+        if btype == "ftyp":
+            if self._track is not None:
+                # A new byte stream begins on this pipe (restarted/switched encoder): its moov follows.
+                # (The box reader is at a box boundary here, so unlike restart() it stays as it is.)
+                self._moof = self._frag = None
+                self._restarting = True
+            self._init_parts = [data]
+        elif btype == "moov":
+            if self._track is None:
+                self._init_parts.append(data)
+                self._first_init(b"".join(self._init_parts))
+            else:
+                self._new_init(b"".join([*self._init_parts, data]))
+        elif btype in ("moof", "mdat"):
+            raise FMP4Error(f"{self.name}: {btype} before moov")
+
+    def _first_init(self, init: bytes) -> None:
+        self._track = parse_init(init)
+        self.init = init
+        self.inits[0] = init
 
     def _new_init(self, init: bytes) -> None:
         self._restarting = False
@@ -380,18 +388,8 @@ class TrackPackager:
             start = self._next_decode if self._next_decode is not None else 0
         if frag.duration <= 0:
             raise FMP4Error(f"{self.name}: fragment without duration")
-        if self._rebase:
-            if track.is_video and not frag.first_sample_sync:
-                return 0  # the new stream's first segment must start on a sync sample too
-            wall = None
-            if self.wallclock_anchor is not None:
-                wall = round((self._clock() - self.wallclock_anchor).total_seconds() * ts)
-            self._offset = rebase_offset(start, self._next_decode, wall)
-            self._rebase = False
-            self._discontinuity_next = True
-            if self.current is not None and self.current.parts:
-                self._complete(self.current)
-            self.current = None
+        if self._rebase and not self._start_timeline(start, frag):
+            return 0
         if self._offset:
             start += self._offset
             data = shift_tfdt(data, self._offset)
@@ -408,14 +406,7 @@ class TrackPackager:
             self._complete(cur)
             cur = None
         if cur is None:
-            # PDT from the wall-clock anchor + decode time: consecutive segments stay exactly one
-            # EXTINF apart even when ffmpeg delivers its first GOPs in a burst
-            pdt = self.wallclock_anchor + timedelta(seconds=start / ts)
-            cur = Segment(msn=self._next_msn, start_ticks=start, timescale=ts, program_date_time=pdt,
-                          discontinuity=self._discontinuity_next, init_version=self.init_version)
-            self._discontinuity_next = False
-            self._next_msn += 1
-            self.current = cur
+            cur = self._open_segment(start, self.wallclock_anchor)
         part = Part(
             data=data,
             duration=frag.duration / ts,
@@ -430,6 +421,35 @@ class TrackPackager:
         self._samples += frag.sample_count
         self._sample_ticks += frag.duration
         return 1
+
+    def _start_timeline(self, start: int, frag: FragmentInfo) -> bool:
+        """First fragment of a new byte stream: fix its decode-time offset and close the segment in
+        progress. False when the fragment must be dropped (it does not start on a sync sample)."""
+        track = self.track
+        if track.is_video and not frag.first_sample_sync:
+            return False  # the new stream's first segment must start on a sync sample too
+        wall = None
+        if self.wallclock_anchor is not None:
+            wall = round((self._clock() - self.wallclock_anchor).total_seconds() * track.timescale)
+        self._offset = rebase_offset(start, self._next_decode, wall)
+        self._rebase = False
+        self._discontinuity_next = True
+        if self.current is not None and self.current.parts:
+            self._complete(self.current)
+        self.current = None
+        return True
+
+    def _open_segment(self, start: int, wallclock_anchor: datetime) -> Segment:
+        # PDT from the wall-clock anchor + decode time: consecutive segments stay exactly one
+        # EXTINF apart even when ffmpeg delivers its first GOPs in a burst
+        ts = self.track.timescale
+        pdt = wallclock_anchor + timedelta(seconds=start / ts)
+        seg = Segment(msn=self._next_msn, start_ticks=start, timescale=ts, program_date_time=pdt,
+                      discontinuity=self._discontinuity_next, init_version=self.init_version)
+        self._discontinuity_next = False
+        self._next_msn += 1
+        self.current = seg
+        return seg
 
     def _complete(self, seg: Segment) -> None:
         seg.complete = True
@@ -454,11 +474,7 @@ class TrackPackager:
             old = self.segments[i]
             if old.evicted:
                 break
-            old.evicted = True
-            old._data = None
-            # keep timing metadata for playlists; drop the media bytes
-            old.parts = [Part(b"", p.duration, p.independent, p.decode_time, p.duration_ticks, p.sample_count)
-                         for p in old.parts]
+            old.drop_bytes()
 
     def trim(self, keep: int) -> list[int]:
         """Drop all but the newest `keep` complete segments (DVR cleanup); returns the dropped MSNs."""
