@@ -308,7 +308,7 @@ def build_hls_query() -> Harness:
 @target("ts_playlist")
 def build_ts_playlist() -> Harness:
     """rewrite_ts_playlist on arbitrary playlist text: never an exception, one line per input line."""
-    from onair.delivery.routes import rewrite_ts_playlist
+    from onair.formats.hls import rewrite_ts_playlist
 
     def harness(data: bytes) -> None:
         if not data:

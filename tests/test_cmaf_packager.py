@@ -12,15 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from onair.formats.dash import render_dash_mpd
 from onair.formats.fmp4 import FMP4Error
+from onair.formats.hls import render_hls_master, render_hls_media
 from onair.package.live import LiveRendition, LiveStreamPackage
-from onair.package.packager import (
-    Segment,
-    TrackPackager,
-    render_dash_mpd,
-    render_hls_master,
-    render_hls_media,
-)
+from onair.package.packager import Segment, TrackPackager
 from tests.test_fmp4 import ffmpeg_audio, ffmpeg_video, ffprobe_json, needs_ffmpeg, split_boxes
 
 pytestmark = [pytest.mark.media, needs_ffmpeg]

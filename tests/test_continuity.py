@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from onair.formats.fmp4 import parse_fragment, parse_init
-from onair.package.continuity import rebase_offset, shift_tfdt
-from onair.package.packager import TrackPackager, render_dash_mpd, render_hls_media
+from onair.formats.dash import render_dash_mpd
+from onair.formats.fmp4 import parse_fragment, parse_init, shift_tfdt
+from onair.formats.hls import render_hls_media
+from onair.package.packager import TrackPackager, rebase_offset
 from tests.test_cmaf_packager import FakeClock, feed_chunked, fragments
 from tests.test_fmp4 import ffmpeg_video, needs_ffmpeg
 

@@ -16,8 +16,9 @@ from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import Counter
 
 from onair.delivery.playback import Playback, playback_of
+from onair.formats.hls import TsVariant, render_ts_master, rewrite_ts_playlist
 from onair.hub.live_stream import LiveStream
-from onair.package.live import LiveStreamPackage
+from onair.package.live import LiveRendition, LiveStreamPackage
 
 router = APIRouter(tags=["playback"])
 
@@ -82,7 +83,7 @@ async def _package(request: Request, pid: str) -> LiveStreamPackage:
     return output.package
 
 
-def _rendition(pkg: LiveStreamPackage, name: str):  # type: ignore[no-untyped-def]
+def _rendition(pkg: LiveStreamPackage, name: str) -> LiveRendition:
     if not _NAME.match(name):
         raise PlaybackError(404, "no such rendition")
     try:
@@ -160,95 +161,88 @@ async def cmaf_media(request: Request, pid: str, name: str) -> Response:
 @router.get("/cmaf/{pid}/{name}/{file}")
 async def cmaf_media_file(request: Request, pid: str, name: str, file: str) -> Response:
     try:
-        pkg = await _package(request, pid)
-        rendition = _rendition(pkg, name)
-        packager = rendition.packager
-        if file == "init.mp4":
-            if not await rendition.wait_for_init(timeout=5) or packager.init is None:
-                raise PlaybackError(404, "no init segment")
-            return Response(packager.inits.get(0, packager.init), media_type="video/mp4", headers=MEDIA_CACHE)
-        if (m := _INIT.match(file)) and (init := packager.inits.get(int(m[1]))) is not None:
-            # init segment of a later encoder byte stream (after a failover or transcoder restart)
-            return Response(init, media_type="video/mp4", headers=MEDIA_CACHE)
+        rendition = _rendition(await _package(request, pid), name)
+        if file == "init.mp4" or _INIT.match(file):
+            return await _init_file(rendition, file)
         if m := _PART.match(file):
-            msn, idx = int(m[1]), int(m[2])
-            if rendition.is_too_far_ahead(msn):
-                raise PlaybackError(404, "part not available")
-            # a preload-hinted part is requested before it exists: hold the request until it does
-            await rendition.wait_for_part(msn, idx, timeout=3 * (packager.target_duration or 2))
-            got = packager.get_part(msn, idx)
-            if got is None:
-                raise PlaybackError(404, "part not available")
-            return Response(got.data, media_type="video/mp4", headers=MEDIA_CACHE)
-        if (m := _SEG.match(file)) and (old := packager.get_segment(int(m[1]))) is not None and old.evicted:
-            # older than the in-memory window: a DVR segment on disk
-            archive = _output(_node(request), pid).archive
-            data = await asyncio.to_thread(archive.read, name, old.msn) if archive is not None else None
-            if data is None:
-                raise PlaybackError(404, "segment not available")
-            return Response(data, media_type="video/mp4", headers=MEDIA_CACHE)
+            return await _part_file(rendition, int(m[1]), int(m[2]))
         if m := _SEG.match(file):
-            chunks = await rendition.wait_for_segment_bytes(int(m[1]), timeout=3 * (packager.target_duration or 2))
-            if chunks is None:
-                raise PlaybackError(404, "segment not available")
-            seg = packager.get_segment(int(m[1]))
-            if seg is not None and seg.complete:
-                return Response(seg.data, media_type="video/mp4", headers=MEDIA_CACHE)
-            # the segment being written goes out with chunked transfer, part by part (LL-DASH)
-            return StreamingResponse(chunks, media_type="video/mp4", headers=NO_CACHE)
+            return await _segment_file(request, pid, rendition, int(m[1]))
         raise PlaybackError(404, "no such file")
     except PlaybackError as exc:
         return _error(exc, "cmaf_media")
 
 
+async def _init_file(rendition: LiveRendition, file: str) -> Response:
+    packager = rendition.packager
+    if file == "init.mp4":
+        if not await rendition.wait_for_init(timeout=5) or packager.init is None:
+            raise PlaybackError(404, "no init segment")
+        return Response(packager.inits.get(0, packager.init), media_type="video/mp4", headers=MEDIA_CACHE)
+    # init-{n}.mp4: init segment of a later encoder byte stream (after a failover or transcoder restart)
+    m = _INIT.match(file)
+    init = packager.inits.get(int(m[1])) if m else None
+    if init is None:
+        raise PlaybackError(404, "no such file")
+    return Response(init, media_type="video/mp4", headers=MEDIA_CACHE)
+
+
+async def _part_file(rendition: LiveRendition, msn: int, idx: int) -> Response:
+    if rendition.is_too_far_ahead(msn):
+        raise PlaybackError(404, "part not available")
+    packager = rendition.packager
+    # a preload-hinted part is requested before it exists: hold the request until it does
+    await rendition.wait_for_part(msn, idx, timeout=3 * (packager.target_duration or 2))
+    got = packager.get_part(msn, idx)
+    if got is None:
+        raise PlaybackError(404, "part not available")
+    return Response(got.data, media_type="video/mp4", headers=MEDIA_CACHE)
+
+
+async def _segment_file(request: Request, pid: str, rendition: LiveRendition, msn: int) -> Response:
+    packager = rendition.packager
+    if (old := packager.get_segment(msn)) is not None and old.evicted:
+        # older than the in-memory window: a DVR segment on disk
+        archive = _output(_node(request), pid).archive
+        data = await asyncio.to_thread(archive.read, rendition.name, old.msn) if archive is not None else None
+        if data is None:
+            raise PlaybackError(404, "segment not available")
+        return Response(data, media_type="video/mp4", headers=MEDIA_CACHE)
+    chunks = await rendition.wait_for_segment_bytes(msn, timeout=3 * (packager.target_duration or 2))
+    if chunks is None:
+        raise PlaybackError(404, "segment not available")
+    seg = packager.get_segment(msn)
+    if seg is not None and seg.complete:
+        return Response(seg.data, media_type="video/mp4", headers=MEDIA_CACHE)
+    # the segment being written goes out with chunked transfer, part by part (LL-DASH)
+    return StreamingResponse(chunks, media_type="video/mp4", headers=NO_CACHE)
+
+
 # --- legacy HLS with MPEG-TS -----------------------------------------------------------------------
 
 def _ts_master(output: LiveStream, query: str) -> str:
-    plan = output.transcoder.plan
-    pkg = output.package
     audio_codec = "mp4a.40.2" if output.transcoder.stats.audio_codec else None
-    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    for r in plan:
-        codec = "avc1.64001f"
-        if pkg is not None:
-            try:
-                codec = pkg.rendition(r.name).packager.track.codec
-            except (KeyError, AttributeError, ValueError):
-                pass
-        codecs = codec + (f",{audio_codec}" if audio_codec else "")
-        bandwidth = (r.video_kbps + (128 if audio_codec else 0)) * 1000
-        lines.append(f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={r.width}x{r.height},CODECS="{codecs}"')
-        lines.append(f"{r.name}/index.m3u8" + (f"?{query}" if query else ""))
-    return "\n".join(lines) + "\n"
+    variants = []
+    for r in output.transcoder.plan:
+        codec = _packaged_codec(output.package, r.name)
+        if codec is None:
+            codec = "avc1.64001f"  # no init segment to read it from: assume H.264 High
+        variants.append(TsVariant(
+            name=r.name, width=r.width, height=r.height,
+            bandwidth=(r.video_kbps + (128 if audio_codec else 0)) * 1000,
+            codecs=codec + (f",{audio_codec}" if audio_codec else ""),
+        ))
+    return render_ts_master(variants, query)
 
 
-def _duration_text(value: float) -> str:
-    return str(int(value)) if abs(value - round(value)) < 1e-6 else f"{value:.3f}".rstrip("0")
-
-
-def rewrite_ts_playlist(text: str, *, with_duration: bool, ended: bool, endlist: bool) -> str:
-    """ffmpeg's rolling playlist, with R32's `duration_sec=` and R33's ENDLIST rule applied."""
-    out: list[str] = []
-    duration: float | None = None
-    for line in text.splitlines():
-        if line.startswith("#EXT-X-ENDLIST"):
-            continue
-        if line.startswith("#EXTINF:"):
-            try:
-                duration = float(line[8:].split(",")[0])
-            except ValueError:
-                duration = None
-            if duration is not None and not 0 <= duration < 1e9:  # nan/inf cannot be rounded
-                duration = None
-        elif line and not line.startswith("#"):
-            name = line.rsplit("/", 1)[-1]
-            if with_duration and duration is not None:
-                name += f"?duration_sec={_duration_text(duration)}"
-            line = name
-        out.append(line)
-    if ended and endlist:
-        out.append("#EXT-X-ENDLIST")
-    return "\n".join(out) + "\n"
+def _packaged_codec(pkg: LiveStreamPackage | None, name: str) -> str | None:
+    """The rendition's actual video codec string once its CMAF init segment is known."""
+    if pkg is None:
+        return None
+    try:
+        return pkg.rendition(name).packager.track.codec
+    except (KeyError, AttributeError, ValueError):
+        return None
 
 
 @router.get("/mpegts/{pid}/master_mpegts.m3u8")

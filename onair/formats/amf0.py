@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -140,56 +141,67 @@ class _Decoder:
             raise AMF0Error("AMF0 nesting too deep")
         self._need(pos, 1)
         marker = self.buf[pos]
-        pos += 1
-        if marker == NUMBER:
-            self._need(pos, 8)
-            return float(_DOUBLE.unpack_from(self.buf, pos)[0]), pos + 8
-        if marker == BOOLEAN:
-            self._need(pos, 1)
-            return self.buf[pos] != 0, pos + 1
-        if marker == STRING:
-            return self._short_string(pos)
-        if marker in (LONG_STRING, XML_DOCUMENT):
-            n = self._u32(pos)
-            return self._utf8(pos + 4, n), pos + 4 + n
-        if marker == NULL:
-            return None, pos
-        if marker in (UNDEFINED_MARKER, UNSUPPORTED):
-            return UNDEFINED, pos
-        if marker == OBJECT:
-            obj: dict[str, Any] = {}
-            return obj, self._properties(pos, depth, obj)
-        if marker == TYPED_OBJECT:
-            _class_name, pos = self._short_string(pos)
-            typed: dict[str, Any] = {}
-            return typed, self._properties(pos, depth, typed)
-        if marker == ECMA_ARRAY:
-            # The count is only a hint (encoders get it wrong); the end marker is authoritative.
-            self._u32(pos)
-            arr = ECMAArray()
-            return arr, self._properties(pos + 4, depth, arr)
-        if marker == STRICT_ARRAY:
-            count = self._u32(pos)
-            pos += 4
-            # Every value takes at least one byte: reject impossible counts up front.
-            if count > len(self.buf) - pos:
-                raise AMF0Error("strict array count exceeds data")
-            items: list[Any] = []
-            for _ in range(count):
-                item, pos = self.value(pos, depth + 1)
-                items.append(item)
-            return items, pos
-        if marker == DATE:
-            self._need(pos, 10)
-            ms = float(_DOUBLE.unpack_from(self.buf, pos)[0])
-            # The timezone field is reserved and ignored by every implementation.
-            _S16.unpack_from(self.buf, pos + 8)
-            return _date_from_ms(ms), pos + 10
-        if marker == OBJECT_END:
-            raise AMF0Error("unexpected AMF0 object end marker")
-        if marker == REFERENCE:
-            raise AMF0Error("AMF0 references are not supported")
-        raise AMF0Error(f"unknown AMF0 type marker 0x{marker:02x}")
+        read = _READERS.get(marker)
+        if read is None:
+            raise AMF0Error(_UNREADABLE.get(marker, f"unknown AMF0 type marker 0x{marker:02x}"))
+        return read(self, pos + 1, depth)
+
+    # One reader per type marker: (position after the marker, depth) -> (value, position after it).
+
+    def _number(self, pos: int, depth: int) -> tuple[Any, int]:
+        self._need(pos, 8)
+        return float(_DOUBLE.unpack_from(self.buf, pos)[0]), pos + 8
+
+    def _boolean(self, pos: int, depth: int) -> tuple[Any, int]:
+        self._need(pos, 1)
+        return self.buf[pos] != 0, pos + 1
+
+    def _string(self, pos: int, depth: int) -> tuple[Any, int]:
+        return self._short_string(pos)
+
+    def _long_string(self, pos: int, depth: int) -> tuple[Any, int]:
+        n = self._u32(pos)
+        return self._utf8(pos + 4, n), pos + 4 + n
+
+    def _null(self, pos: int, depth: int) -> tuple[Any, int]:
+        return None, pos
+
+    def _undefined(self, pos: int, depth: int) -> tuple[Any, int]:
+        return UNDEFINED, pos
+
+    def _object(self, pos: int, depth: int) -> tuple[Any, int]:
+        obj: dict[str, Any] = {}
+        return obj, self._properties(pos, depth, obj)
+
+    def _typed_object(self, pos: int, depth: int) -> tuple[Any, int]:
+        _class_name, pos = self._short_string(pos)
+        typed: dict[str, Any] = {}
+        return typed, self._properties(pos, depth, typed)
+
+    def _ecma_array(self, pos: int, depth: int) -> tuple[Any, int]:
+        # The count is only a hint (encoders get it wrong); the end marker is authoritative.
+        self._u32(pos)
+        arr = ECMAArray()
+        return arr, self._properties(pos + 4, depth, arr)
+
+    def _strict_array(self, pos: int, depth: int) -> tuple[Any, int]:
+        count = self._u32(pos)
+        pos += 4
+        # Every value takes at least one byte: reject impossible counts up front.
+        if count > len(self.buf) - pos:
+            raise AMF0Error("strict array count exceeds data")
+        items: list[Any] = []
+        for _ in range(count):
+            item, pos = self.value(pos, depth + 1)
+            items.append(item)
+        return items, pos
+
+    def _date(self, pos: int, depth: int) -> tuple[Any, int]:
+        self._need(pos, 10)
+        ms = float(_DOUBLE.unpack_from(self.buf, pos)[0])
+        # The timezone field is reserved and ignored by every implementation.
+        _S16.unpack_from(self.buf, pos + 8)
+        return _date_from_ms(ms), pos + 10
 
     def _properties(self, pos: int, depth: int, out: dict[str, Any]) -> int:
         while True:
@@ -199,6 +211,29 @@ class _Decoder:
                 return pos + 1
             value, pos = self.value(pos, depth + 1)
             out[key] = value
+
+
+_Reader = Callable[[_Decoder, int, int], tuple[Any, int]]
+_READERS: Final[dict[int, _Reader]] = {
+    NUMBER: _Decoder._number,
+    BOOLEAN: _Decoder._boolean,
+    STRING: _Decoder._string,
+    LONG_STRING: _Decoder._long_string,
+    XML_DOCUMENT: _Decoder._long_string,
+    NULL: _Decoder._null,
+    UNDEFINED_MARKER: _Decoder._undefined,
+    UNSUPPORTED: _Decoder._undefined,
+    OBJECT: _Decoder._object,
+    TYPED_OBJECT: _Decoder._typed_object,
+    ECMA_ARRAY: _Decoder._ecma_array,
+    STRICT_ARRAY: _Decoder._strict_array,
+    DATE: _Decoder._date,
+}
+# Markers that are valid AMF0 but never decoded here.
+_UNREADABLE: Final[dict[int, str]] = {
+    OBJECT_END: "unexpected AMF0 object end marker",
+    REFERENCE: "AMF0 references are not supported",
+}
 
 
 def _date_from_ms(ms: float) -> datetime:
@@ -256,14 +291,7 @@ def _encode_into(out: bytearray, value: Any, depth: int) -> None:
         out.append(NUMBER)
         out += _DOUBLE.pack(float(value))
     elif isinstance(value, str):
-        raw = value.encode("utf-8")
-        if len(raw) <= 0xFFFF:
-            out.append(STRING)
-            out += _U16.pack(len(raw))
-        else:
-            out.append(LONG_STRING)
-            out += _U32.pack(len(raw))
-        out += raw
+        _encode_string(out, value)
     elif value is None:
         out.append(NULL)
     elif isinstance(value, Undefined):
@@ -276,15 +304,34 @@ def _encode_into(out: bytearray, value: Any, depth: int) -> None:
         out.append(OBJECT)
         _encode_properties(out, value, depth)
     elif isinstance(value, list | tuple):
-        out.append(STRICT_ARRAY)
-        out += _U32.pack(len(value))
-        for item in value:
-            _encode_into(out, item, depth + 1)
+        _encode_strict_array(out, value, depth)
     elif isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        out.append(DATE)
-        out += _DOUBLE.pack(value.timestamp() * 1000.0)
-        out += _S16.pack(0)
+        _encode_date(out, value)
     else:
         raise AMF0Error(f"cannot encode {type(value).__name__} as AMF0")
+
+
+def _encode_string(out: bytearray, value: str) -> None:
+    raw = value.encode("utf-8")
+    if len(raw) <= 0xFFFF:
+        out.append(STRING)
+        out += _U16.pack(len(raw))
+    else:
+        out.append(LONG_STRING)
+        out += _U32.pack(len(raw))
+    out += raw
+
+
+def _encode_strict_array(out: bytearray, items: list[Any] | tuple[Any, ...], depth: int) -> None:
+    out.append(STRICT_ARRAY)
+    out += _U32.pack(len(items))
+    for item in items:
+        _encode_into(out, item, depth + 1)
+
+
+def _encode_date(out: bytearray, value: datetime) -> None:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # naive datetimes are taken as UTC
+    out.append(DATE)
+    out += _DOUBLE.pack(value.timestamp() * 1000.0)
+    out += _S16.pack(0)

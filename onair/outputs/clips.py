@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from onair.formats.hls import render_clip_master, render_clip_media, render_clip_variant
 from onair.outputs.library import VideoLibrary
 from onair.outputs.recording import Recordings
 from onair.package.packager import Segment, TrackPackager
@@ -46,6 +46,11 @@ class _Track:
     init: bytes
     segments: list[tuple[float, bytes]]  # (duration, bytes)
 
+    @property
+    def bandwidth(self) -> int:
+        """Average bits/s over the clip."""
+        return int(sum(len(b) for _, b in self.segments) * 8 / max(0.1, sum(x for x, _ in self.segments)))
+
 
 def _collect(output: LiveStream, tp: TrackPackager, start: float, end: float) -> _Track | None:
     if tp.init is None:
@@ -64,15 +69,6 @@ def _collect(output: LiveStream, tp: TrackPackager, start: float, end: float) ->
 def _overlaps(seg: Segment, start: float, end: float) -> bool:
     s = seg.program_date_time.timestamp()
     return s + seg.duration > start and s < end
-
-
-def _media_playlist(track: _Track) -> str:
-    td = max(1, math.ceil(max(d for d, _ in track.segments)))
-    lines = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{td}", "#EXT-X-PLAYLIST-TYPE:VOD",
-             "#EXT-X-MEDIA-SEQUENCE:0", '#EXT-X-MAP:URI="init.mp4"']
-    for i, (d, _) in enumerate(track.segments):
-        lines += [f"#EXTINF:{d:.3f},", f"seg{i}.m4s"]
-    return "\n".join(lines + ["#EXT-X-ENDLIST"]) + "\n"
 
 
 class Clipper:
@@ -151,33 +147,25 @@ class Clipper:
                 (td / "init.mp4").write_bytes(tr.init)
                 for i, (_, data) in enumerate(tr.segments):
                     (td / f"seg{i}.m4s").write_bytes(data)
-                (td / "index.m3u8").write_text(_media_playlist(tr))
+                (td / "index.m3u8").write_text(render_clip_media([duration for duration, _ in tr.segments]))
                 # one fMP4 file per track for the MP4 muxes below
                 (d / f"{tr.name}.fmp4").write_bytes(tr.init + b"".join(data for _, data in tr.segments))
 
         await asyncio.to_thread(write_tracks)
         renditions: list[str] = []
-        audio_lines: list[str] = []
-        if audio is not None:
-            audio_lines = [f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="audio",DEFAULT=YES,AUTOSELECT=YES,'
-                           f'URI="rec_{d.name}/{audio.name}/index.m3u8"']
-        master = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS", *audio_lines]
+        audio_uri = f"rec_{d.name}/{audio.name}/index.m3u8" if audio is not None else None
+        variants: list[tuple[str, int]] = []  # (media playlist URI, bandwidth), lowest first
         for n, (height, tr) in enumerate(videos, start=1):
             token = f"media_{n}_{height}"
             renditions.append(token)
-            bw = int(sum(len(b) for _, b in tr.segments) * 8 / max(0.1, sum(x for x, _ in tr.segments)))
-            inf = f"#EXT-X-STREAM-INF:BANDWIDTH={max(bw, 1)}" + (',AUDIO="aud"' if audio is not None else "")
-            master.insert(len(master), inf)
-            master.append(f"rec_{d.name}/{tr.name}/index.m3u8")
-            (d / f"{token}.m3u8").write_text("\n".join(["#EXTM3U", "#EXT-X-VERSION:7", *audio_lines, inf,
-                                                        f"rec_{d.name}/{tr.name}/index.m3u8"]) + "\n")
+            variants.append((f"rec_{d.name}/{tr.name}/index.m3u8", tr.bandwidth))
+            (d / f"{token}.m3u8").write_text(render_clip_variant(*variants[-1], audio_uri))
             await self._mux(d, tr, audio, d / f"{token}.mp4")
         if not videos and audio is not None:
-            master += ["#EXT-X-STREAM-INF:BANDWIDTH=128000", f"rec_{d.name}/{audio.name}/index.m3u8"]
             await self._mux(d, None, audio, d / "master.mp4")
         else:
             shutil.copyfile(d / f"{renditions[-1]}.mp4", d / "master.mp4")  # the top rendition
-        (d / "master.m3u8").write_text("\n".join(master) + "\n")
+        (d / "master.m3u8").write_text(render_clip_master(variants, audio_uri))
         meta: dict[str, Any] = {"renditions": renditions, "start": start, "end": end}
         (d / "meta.json").write_text(json.dumps(meta))
         return True

@@ -9,14 +9,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
-from onair.package.packager import (
-    Segment,
-    SegmentCallback,
-    TrackPackager,
-    render_dash_mpd,
-    render_hls_master,
-    render_hls_media,
-)
+from onair.formats.dash import render_dash_mpd
+from onair.formats.hls import render_hls_master, render_hls_media
+from onair.package.packager import Segment, SegmentCallback, TrackPackager
 
 __all__ = ["MAX_MSN_AHEAD", "LiveRendition", "LiveStreamPackage"]
 
