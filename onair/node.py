@@ -80,7 +80,8 @@ class LiveControl:
             self.hub.kick(stream.id, "stream switched off")
         elif stream.pull:
             self.hub.kick(stream.id, "stream switched to PULL", pushes_only=True)
-        self.hub.set_endlist(stream.id, stream.hls_mpegts_endlist_tag)
+        self.hub.configure(stream.id, endlist=stream.hls_mpegts_endlist_tag,
+                           reconnect_window=float(stream.reconnect_window or 0))
         await self.pulls.changed(stream)
 
     async def stream_deleted(self, stream_id: int) -> None:

@@ -49,10 +49,10 @@ class Catalog:
     def __init__(self) -> None:
         self.configs: dict[int, PublishConfig] = {}
 
-    def add(self, stream_id: int, *, active: bool = True, pull: bool = False) -> None:
+    def add(self, stream_id: int, *, active: bool = True, pull: bool = False, reconnect: float = 0.0) -> None:
         self.configs[stream_id] = PublishConfig(stream_id=stream_id, token=TOKEN, active=active, pull=pull,
                                                 renditions=DEFAULT_LADDER, dvr_seconds=None, endlist=True,
-                                                client_user_id=None)
+                                                client_user_id=None, reconnect_window=reconnect)
 
     async def publish_config(self, stream_id: int) -> PublishConfig | None:
         return self.configs.get(stream_id)
@@ -218,3 +218,48 @@ async def test_kick_ends_pushes_and_keeps_pulls_when_asked(hub: Any) -> None:
     assert pulled.closed.is_set()
     await h.shutdown()
     assert h.live_count() == 0
+
+
+async def _until(pred: Any, seconds: float = 5.0) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + seconds
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_reconnect_window_keeps_the_session_and_ends_it_when_nobody_comes_back(hub: Any) -> None:
+    h, catalog, events = hub
+    catalog.add(1, reconnect=0.5)
+    first = await _open(h, f"1?{TOKEN}")
+    await first.feed(b"a")
+    stream = h.get(1)
+    await first.close("network blink")
+    ended = [e for e in events if isinstance(e, PublisherEnded)]
+    assert len(ended) == 1 and ended[0].reconnecting and not ended[0].session_over
+    assert stream.is_live and not stream.ended and h.live(1) is stream  # still live, no ENDLIST
+    back = await _open(h, f"1?{TOKEN}", protocol="srt")  # any protocol may come back
+    assert h.get(1) is stream and stream.feeding is back
+    assert FakeTranscoder.made[-1].input_format == "mpegts" and len(FakeTranscoder.made) == 2
+    await back.feed(b"b")
+    resumed = [e for e in events if isinstance(e, PublisherLive)]
+    assert [e.resumed for e in resumed] == [False, True]
+    assert sum(isinstance(e, SessionStarted) for e in events) == 1
+    await back.close("gone for good")
+    await _until(lambda: stream.ended)
+    last = [e for e in events if isinstance(e, PublisherEnded)][-1]
+    assert last.window_expired and last.session_over
+    assert isinstance(events[-1], SessionEnded)
+
+
+async def test_switching_a_reconnecting_stream_off_ends_it_at_once(hub: Any) -> None:
+    h, catalog, events = hub
+    catalog.add(1, reconnect=60.0)
+    pub = await _open(h, f"1?{TOKEN}")
+    await pub.close("blink")
+    stream = h.get(1)
+    assert stream.reconnecting
+    h.kick(1, "stream switched off")
+    await _until(lambda: stream.ended, seconds=3.0)
+    assert not h.live(1)

@@ -66,6 +66,7 @@ class StreamFields(ApiInput):
     dvr_enabled: bool | None = None
     dvr_duration: int | None = Field(None, ge=30, le=14400)
     hls_mpegts_endlist_tag: bool | None = None
+    reconnect_window: int | None = Field(None, ge=0, le=1800)
     html_overlay: bool | None = None
     projection: Projection | None = None
     quality_set_id: Id32 | None = None
@@ -136,6 +137,7 @@ class StreamOut(BaseModel):
     dvr_enabled: bool
     dvr_duration: int
     hls_mpegts_endlist_tag: bool
+    reconnect_window: int = 0
     html_overlay: bool
     html_overlays: list[OverlayOut]
     projection: Projection

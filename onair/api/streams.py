@@ -77,7 +77,7 @@ async def create_stream(body: StreamCreate, node: NodeDep, db: DbDep) -> dict[st
     stream = Stream(
         name=body.name, token=new_token(), created_at=now, updated_at=now,
         active=False, pull=False, auto_record=False, record_type="origin", dvr_enabled=False,
-        dvr_duration=3600, hls_mpegts_endlist_tag=True, html_overlay=False, projection="regular",
+        dvr_duration=3600, hls_mpegts_endlist_tag=True, reconnect_window=0, html_overlay=False, projection="regular",
         broadcast_ids=[], live=False, backup_live=False,
     )
     for key, value in values.items():

@@ -36,6 +36,7 @@ class PublisherLive:
     stream: LiveStream
     publisher: Publisher
     source_type: str  # stream_source_type of the API
+    resumed: bool = False  # came back within the reconnect window: the same session goes on
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,18 @@ class FeedSwitched:
 
 @dataclass(frozen=True)
 class PublisherEnded:
-    """A publisher left; `session_over` when no other ingest carries the stream on."""
+    """A publisher left; `session_over` when no other ingest carries the stream on.
+
+    `reconnecting`: the last publisher left but the stream's reconnect window keeps the session open (the
+    stream stays live); `window_expired`: the window ran out (or the stream was stopped) with nobody back.
+    """
 
     stream: LiveStream
     publisher: Publisher
     reason: str
     session_over: bool
+    reconnecting: bool = False
+    window_expired: bool = False
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,9 @@ class LiveStream:
         self.source_readers: list[SourceReader] = []
         self.archive: SegmentArchive | None = None  # older segments on disk (DVR), attached by its reader
         self.viewers = ViewerWindow()
+        # the last publisher left within the reconnect window: the session stays open until this deadline
+        self.reconnect_deadline: float | None = None
+        self.reconnect_window = config.reconnect_window
         self.feeds = FeedSwitch(settings.failover_timeout, settings.failback_delay)
         self.lock = asyncio.Lock()  # a feed switch and the feeding writes never interleave
         self._generation = 0  # of the current transcoder; older ones' output is dropped
@@ -90,9 +93,13 @@ class LiveStream:
         return f if isinstance(f, Publisher) else None
 
     @property
+    def reconnecting(self) -> bool:
+        return self.reconnect_deadline is not None and not self.ended
+
+    @property
     def is_live(self) -> bool:
-        """A publisher is connected and the output runs (the hub's one answer to "is it live?")."""
-        return not self.ended and bool(self.publishers)
+        """The output runs with a publisher connected or awaited back (the hub's one answer to "is it live?")."""
+        return not self.ended and (bool(self.publishers) or self.reconnecting)
 
     @property
     def ts_dir(self) -> Path:
@@ -149,6 +156,16 @@ class LiveStream:
                                          "protocol": pub.protocol, "reason": reason})
         self._retire(old)
         return True
+
+    async def resume(self, pub: Publisher) -> None:
+        """A publisher is back within the reconnect window: it feeds a new transcoder, the package goes on."""
+        async with self.lock:
+            self.reconnect_deadline = None
+            self.feeds.attach(pub, feeding=True)
+            old = self.transcoder
+            new = self._replace_transcoder(pub.input_format)
+            await new.start()
+        self._retire(old)
 
     async def restart_input(self, pub: Publisher) -> None:
         """`pub` starts a new byte stream (a PULL moved to its next source): new transcoder, same output."""

@@ -63,6 +63,7 @@ class PublishConfig:
     dvr_seconds: int | None  # None: DVR off
     endlist: bool  # hls_mpegts_endlist_tag
     client_user_id: int | None
+    reconnect_window: float = 0.0  # seconds a dropped publisher may come back and continue the session
 
 
 class StreamCatalog(Protocol):

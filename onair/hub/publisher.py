@@ -34,6 +34,7 @@ class Publisher:
         self.bytes_in = 0
         self.pulled = pulled  # fed by the node's own PULL client
         self.announced = False  # its first bytes have been announced (PublisherLive)
+        self.resumed = False  # continues a session within its reconnect window
         self.ended = False
 
     @property

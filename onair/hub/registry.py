@@ -54,6 +54,8 @@ class StreamHub:
         self._lock = asyncio.Lock()  # accepting and ending publishers never interleave
         self._tasks: set[asyncio.Task[None]] = set()
         self._failover_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._stopped: set[int] = set()  # streams kicked (switched off, deleted): they end without a window
 
     # -- queries ------------------------------------------------------------------------------------
     def get(self, stream_id: int) -> LiveStream | None:
@@ -93,6 +95,12 @@ class StreamHub:
                 self._refuse(protocol, (refusal or _UNKNOWN).reason, (refusal or _UNKNOWN).code)
             publisher = Publisher(self, key, protocol, _input_format(protocol), started=time.monotonic(),
                                   pulled=pull)
+            if running is not None and running.reconnecting:
+                # back within the reconnect window (any protocol): the same session goes on
+                await running.resume(publisher)
+                publisher.resumed = True
+                self._accepted(protocol, key.redacted(), remote, standby=False)
+                return publisher
             if running is not None and running.is_live:
                 # the stream's other ingest (primary or backup) is live: join as the standby feed (R17)
                 running.feeds.attach(publisher, feeding=False)
@@ -110,6 +118,7 @@ class StreamHub:
         work_dir = self.settings.data_dir / "live" / str(config.stream_id)
         await asyncio.to_thread(shutil.rmtree, work_dir, True)
         work_dir.mkdir(parents=True, exist_ok=True)
+        self._stopped.discard(config.stream_id)
         stream = LiveStream(config, work_dir, self.settings, publisher.input_format,
                             make_transcoder=self.make_transcoder)
         stream.feeds.attach(publisher, feeding=True)
@@ -135,7 +144,8 @@ class StreamHub:
         if not publisher.announced:
             publisher.announced = True
             await self.events.emit(PublisherLive(stream, publisher, SOURCE_TYPES.get(publisher.protocol,
-                                                                                     publisher.protocol)))
+                                                                                     publisher.protocol),
+                                                 resumed=publisher.resumed))
         await stream.write(publisher, data)
 
     async def publisher_closed(self, publisher: Publisher, reason: str) -> None:
@@ -149,6 +159,13 @@ class StreamHub:
                                             "bytes": publisher.bytes_in,
                                             "seconds": round(time.monotonic() - publisher.started, 1)})
         carried_on = isinstance(remaining, Publisher) and not stream.ended
+        if not carried_on and self._may_reconnect(stream, publisher):
+            stream.reconnect_deadline = time.monotonic() + stream.reconnect_window
+            log.info("publisher may reconnect", extra={"stream": publisher.key.redacted(),
+                                                        "window": stream.reconnect_window})
+            await self.events.emit(PublisherEnded(stream, publisher, reason, session_over=False, reconnecting=True))
+            self._spawn(self._await_reconnect(stream, publisher))
+            return
         await self.events.emit(PublisherEnded(stream, publisher, reason, session_over=not carried_on))
         if isinstance(remaining, Publisher) and carried_on:
             # the other ingest carries the stream on (R17); take it at once if this one was feeding
@@ -156,6 +173,28 @@ class StreamHub:
                 await self._feed_switched(stream, remaining)
         else:
             await self._end_output(stream)
+
+    def _may_reconnect(self, stream: LiveStream, publisher: Publisher) -> bool:
+        return (stream.reconnect_window > 0 and not stream.ended and not self._stopping
+                and stream.stream_id not in self._stopped and not publisher.key.backup)
+
+    async def _await_reconnect(self, stream: LiveStream, publisher: Publisher) -> None:
+        deadline = stream.reconnect_deadline
+        while stream.reconnecting and stream.reconnect_deadline == deadline and deadline is not None:
+            if time.monotonic() >= deadline or stream.stream_id in self._stopped or self._stopping:
+                await self._window_expired(stream, publisher)
+                return
+            await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+    async def _window_expired(self, stream: LiveStream, publisher: Publisher) -> None:
+        async with self._lock:
+            if not stream.reconnecting or stream.publishers:
+                return
+            stream.reconnect_deadline = None
+        log.info("reconnect window over", extra={"stream": publisher.key.redacted()})
+        await self.events.emit(PublisherEnded(stream, publisher, "reconnect window over", session_over=True,
+                                              window_expired=True))
+        await self._end_output(stream)
 
     async def _end_output(self, stream: LiveStream) -> None:
         if stream.ended:
@@ -180,16 +219,20 @@ class StreamHub:
     def kick(self, stream_id: int, reason: str, *, pushes_only: bool = False) -> None:
         """End the stream's publishers (switched off, deleted, key reset); `pushes_only` keeps a PULL."""
         stream = self._streams.get(stream_id)
+        if stream is not None and not pushes_only:
+            self._stopped.add(stream_id)  # the session ends: no reconnect window
         for pub in stream.publishers if stream is not None else []:
             if not (pushes_only and pub.pulled):
                 log.info("ending publisher", extra={"stream": pub.key.redacted(), "reason": reason})
                 pub.closed.set()
                 self._spawn(pub.close(reason))
 
-    def set_endlist(self, stream_id: int, endlist: bool) -> None:
+    def configure(self, stream_id: int, *, endlist: bool, reconnect_window: float) -> None:
+        """Stream settings that apply to a running session too."""
         stream = self._streams.get(stream_id)
         if stream is not None:
             stream.endlist = endlist
+            stream.reconnect_window = reconnect_window
 
     async def forget(self, stream_id: int) -> None:
         """The stream was deleted: end what is left of its output."""
@@ -207,6 +250,7 @@ class StreamHub:
         self._failover_task = asyncio.create_task(self._failover_loop(), name="failover")
 
     async def shutdown(self) -> None:
+        self._stopping = True
         if self._failover_task is not None:
             self._failover_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from onair.hub.events import HubEvent, PublisherEnded, PublisherLive, SessionStarted
 from onair.hub.publisher import Publisher
 from onair.hub.registry import StreamHub
-from onair.outputs.recording import Recordings
+from onair.outputs.recording import GRACE_S, Recordings
 from onair.store.models import Stream
 
 __all__ = ["RecordingOutput"]
@@ -46,7 +46,12 @@ class RecordingOutput:
                 # R48 auto_record, R50 a source back within the grace period continues its recording
                 await self.recordings.source_resumed(row, stream)
         elif isinstance(event, PublisherEnded) and not event.publisher.key.backup:
-            await self.recordings.source_ended(stream.stream_id)
+            if event.reconnecting:  # the same recording continues if the source is back within the window
+                await self.recordings.source_ended(stream.stream_id, grace=stream.reconnect_window + GRACE_S)
+            elif event.window_expired:
+                await self.recordings.stop(stream.stream_id)
+            else:
+                await self.recordings.source_ended(stream.stream_id)
 
     # -- API ----------------------------------------------------------------------------------------
     async def start(self, stream_id: int) -> None:

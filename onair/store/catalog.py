@@ -50,5 +50,6 @@ class StoreCatalog:
             return PublishConfig(stream_id=stream.id, token=stream.token, active=bool(stream.active),
                                  pull=bool(stream.pull), renditions=tuple(renditions_from_qualities(qs.qualities)),
                                  dvr_seconds=stream.dvr_duration if stream.dvr_enabled else None,
-                                 endlist=bool(stream.hls_mpegts_endlist_tag), client_user_id=stream.client_user_id)
+                                 endlist=bool(stream.hls_mpegts_endlist_tag), client_user_id=stream.client_user_id,
+                                 reconnect_window=float(stream.reconnect_window or 0))
 

@@ -25,7 +25,7 @@ class LiveStateWriter:
     async def __call__(self, event: HubEvent) -> None:
         if isinstance(event, PublisherLive):
             await self._write(event.stream.stream_id, self._live_values(event))
-        elif isinstance(event, PublisherEnded):
+        elif isinstance(event, PublisherEnded) and not event.reconnecting:  # a reconnecting stream stays live
             ended: dict[str, Any] = ({"backup_live": False} if event.publisher.key.backup
                                      else {"live": False, "finished_at_primary": utcnow()})
             await self._write(event.stream.stream_id, ended)
@@ -38,11 +38,15 @@ class LiveStateWriter:
         now = utcnow()
         values: dict[str, Any] = ({"backup_live": True, "started_at_backup": now} if event.publisher.key.backup
                                   else {"live": True, "started_at_primary": now})
+        if event.resumed:
+            values = {}  # the session goes on: it keeps the time it started
         if event.stream.feeding is event.publisher:
             values["stream_source_type"] = event.source_type
         return values
 
     async def _write(self, stream_id: int, values: dict[str, Any]) -> None:
+        if not values:
+            return
         async with self.sessionmaker() as db:
             await db.execute(update(Stream).where(Stream.id == stream_id).values(**values))
             await db.commit()

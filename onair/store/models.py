@@ -37,6 +37,8 @@ class Stream(Base):
     dvr_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     dvr_duration: Mapped[int] = mapped_column(Integer, default=3600)
     hls_mpegts_endlist_tag: Mapped[bool] = mapped_column(Boolean, default=True)
+    # beyond the spec (CONTRACT.md): seconds a dropped publisher may come back and continue the session
+    reconnect_window: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     html_overlay: Mapped[bool] = mapped_column(Boolean, default=False)
     projection: Mapped[str] = mapped_column(String(16), default="regular")
     quality_set_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -103,15 +103,16 @@ class Recordings:
         if rec is not None and rec.writer is not None:
             await rec.writer.feed(data)
 
-    async def source_ended(self, stream_id: int) -> None:
-        """The publisher left: close the piece and give the source GRACE_S to come back (R50)."""
+    async def source_ended(self, stream_id: int, grace: float = GRACE_S) -> None:
+        """The publisher left: close the piece and give the source `grace` seconds to come back (R50; longer
+        within a stream's reconnect window)."""
         rec = self.active.get(stream_id)
         if rec is None or rec.writer is None:
             return
         await rec.close_piece()
 
         async def expire() -> None:
-            await asyncio.sleep(GRACE_S)
+            await asyncio.sleep(grace)
             if self.active.get(stream_id) is rec:
                 await self.stop(stream_id)
 
