@@ -70,6 +70,9 @@ class LiveControl:
         stream = self.hub.live(stream_id)
         return stream.viewer_count() if stream is not None else 0
 
+    def total_viewers(self) -> int:
+        return sum(s.viewer_count() for s in self.hub.streams() if s.is_live)
+
     def restream_live(self, restream_id: int) -> bool:
         return self.restreams.live(restream_id)
 

@@ -138,6 +138,7 @@ class StreamOut(BaseModel):
     dvr_duration: int
     hls_mpegts_endlist_tag: bool
     reconnect_window: int = 0
+    viewers: int = 0
     html_overlay: bool
     html_overlays: list[OverlayOut]
     projection: Projection

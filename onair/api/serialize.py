@@ -44,6 +44,7 @@ def stream_out(node: Node, s: Stream, overlays: list[dict[str, Any]]) -> dict[st
         "frame_rate": rt.frame_rate if rt else None,
         "video_width": rt.video_width if rt else None,
         "video_height": rt.video_height if rt else None,
+        "viewers": node.control.viewers(s.id),
     }
     out.update(node.urls.stream_urls(s.id, s.token))
     return out

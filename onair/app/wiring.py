@@ -11,6 +11,7 @@ import secrets
 import socket
 import ssl
 
+from prometheus_client import Gauge
 from sqlalchemy import select
 
 from onair.config import Settings
@@ -32,6 +33,8 @@ from onair.store.models import ApiKey, Stream
 from onair.store.samples import StatsSampler
 from onair.timeutil import utcnow
 from onair.urls import UrlBuilder
+
+VIEWERS = Gauge("onair_viewers", "Viewers watching now (LL-HLS, HLS, DASH) on this node")
 
 __all__ = ["bind_tcp", "bootstrap_api_key", "create_node", "start_node", "stop_node", "tls_context"]
 
@@ -78,6 +81,7 @@ async def create_node(settings: Settings) -> Node:
                           Clipper(sessionmaker, library, recordings, settings.ffmpeg), dvr)
     node = Node(settings=settings, engine=engine, sessionmaker=sessionmaker, ports=Ports(), urls=urls, hub=hub,
                 control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period))
+    VIEWERS.set_function(control.total_viewers)
     async with sessionmaker() as db:
         await seed_quality_sets(db)
     await reset_stale_live_state(sessionmaker)

@@ -58,6 +58,12 @@ def _stream_id(node: Playback, pid: str) -> int:
     return sid
 
 
+def _saw_viewer(request: Request, stream: LiveStream) -> None:
+    # a viewer is a client address and player: several players behind one address count apart
+    address = request.client.host if request.client else "?"
+    stream.saw_viewer(f"{address} {request.headers.get('user-agent', '')[:200]}")
+
+
 def _output(node: Playback, pid: str) -> LiveStream:
     output = node.hub.get(_stream_id(node, pid))
     if output is None:
@@ -68,7 +74,7 @@ def _output(node: Playback, pid: str) -> LiveStream:
 async def _package(request: Request, pid: str) -> LiveStreamPackage:
     node = _node(request)
     output = _output(node, pid)
-    output.saw_viewer(request.client.host if request.client else "?")
+    _saw_viewer(request, output)
     deadline = asyncio.get_running_loop().time() + READY_WAIT
     # the first segment needs ffmpeg to start and produce a GOP: wait a little instead of failing at once
     while output.package is None or not output.package.ready:
@@ -260,6 +266,7 @@ async def ts_master(request: Request, pid: str) -> Response:
 async def ts_media(request: Request, pid: str, name: str) -> Response:
     try:
         output = _output(_node(request), pid)
+        _saw_viewer(request, output)
         if not _NAME.match(name) or name not in {r.name for r in output.transcoder.plan}:
             raise PlaybackError(404, "no such rendition")
         path = output.ts_dir / name / "index.m3u8"

@@ -33,6 +33,7 @@ __all__ = ["LiveStatus", "LiveStream", "SourceReader"]
 
 log = logging.getLogger("onair.hub.live_stream")
 
+WATCHING_S = 15.0  # a client that fetched nothing for this long has stopped watching
 TRANSCODER_RESTARTS = Counter("onair_transcoder_restarts_total", "ffmpeg transcoder restarts")
 
 
@@ -126,7 +127,8 @@ class LiveStream:
         self.viewers.saw(client, time.monotonic())
 
     def viewer_count(self) -> int:
-        return self.viewers.count(time.monotonic())
+        """Viewers watching now: every player polls its playlist (or MPD) every few seconds while it plays."""
+        return self.viewers.count(time.monotonic(), within=WATCHING_S)
 
     # -- data path ----------------------------------------------------------------------------------
     async def write(self, pub: Publisher, data: bytes) -> None:

@@ -26,8 +26,10 @@ class ViewerWindow:
         for client in [c for c, t in self._seen.items() if t < cutoff]:
             del self._seen[client]
 
-    def count(self, now: float) -> int:
-        return sum(1 for t in self._seen.values() if now - t < self.window)
+    def count(self, now: float, within: float | None = None) -> int:
+        """Clients seen in the last `within` seconds (default: the whole window)."""
+        limit = self.window if within is None else within
+        return sum(1 for t in self._seen.values() if now - t < limit)
 
     def seen_since(self, since: float) -> list[str]:
         return [c for c, t in self._seen.items() if t >= since]
