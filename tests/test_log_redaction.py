@@ -10,12 +10,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from onair import logs
+from tests.conftest import OnairServer, free_port, have, wait_until
+from tests.ingest_media import create_stream
+from tests.media import push_rtmp, stop
+from tests.rtmp_client import Publisher
+from tests.srt_caller import Caller
 
 TOKEN = "33ce5a1f0b9d4e2a8c7f6b5a4d3c2b1a"  # the shape of a real token (32 hex)
 OTHER = "Zq8xWv7uTs6rQp5oNm4lKj3iHg2fEd1c"
@@ -135,3 +141,94 @@ def test_setup_installs_filter_on_root_handler(captured: Captured) -> None:
     logging.getLogger("uvicorn.error").warning("Invalid request to /whip/4_%s/whip", TOKEN)
     assert captured.records()[-1]["msg"] == "Invalid request to /whip/4_<redacted>/whip"
 
+
+# --------------------------------------------------------------------------- a real server's log
+
+
+WRONG = "WrongToken0123456789abcdef012345"
+
+
+def _rtmp(srv: OnairServer, app: str, name: str) -> str:
+    with Publisher("127.0.0.1", srv.ports["rtmp"]) as pub:
+        code = pub.publish(app, name)
+        if code == "NetStream.Publish.Start":
+            pub.send_media()
+        return code
+
+
+def _srt(srv: OnairServer, streamid: str) -> bool:
+    with Caller("127.0.0.1", srv.ports["srt"], streamid) as caller:
+        return caller.connect()
+
+
+def _lines(srv: OnairServer, needle: str) -> int:
+    return srv.log_path.read_text(errors="replace").count(needle)
+
+
+def test_no_token_in_server_log(server: OnairServer) -> None:
+    rtmp_forms = ["{id}?{t}", "{id}_{t}", "{id}#{t}", "{id}b?{t}", "{id}b#{t}"]
+    srt_forms = ["{id}#{t}", "{id}b#{t}", "{id}%23{t}", "#!::r={id},s={t}", "#!::r={id}#{t},m=publish",
+                 "#!::m=publish,r={id}b,s={t}"]
+    streams = [create_stream(server, name=f"form {i}") for i in range(len(rtmp_forms) + len(srt_forms))]
+    tokens = [s["token"] for s in streams]
+    one = streams[0]
+
+    # accepted, one stream per form; each session ends when its publisher goes
+    for form, s in zip(rtmp_forms, streams, strict=False):
+        name = form.format(id=s["id"], t=s["token"])
+        assert _rtmp(server, "in", name) == "NetStream.Publish.Start", name
+    for form, s in zip(srt_forms, streams[len(rtmp_forms):], strict=True):
+        streamid = form.format(id=s["id"], t=s["token"])
+        assert _srt(server, streamid), streamid
+        wait_until(lambda sid=s["id"]: _lines(server, f"srt publish started: stream={sid}") >= 1, 10,
+                   what=f"srt publish of {streamid}")
+
+    # refused: wrong token, bare token, unknown id, key in the app, wrong app, token as the whole name
+    refusals = [("in", f"{one['id']}?{WRONG}"), ("in", one["token"]), ("in", f"999999?{one['token']}"),
+                (f"in/{one['id']}?{one['token']}", ""), ("live", f"{one['id']}?{one['token']}"),
+                ("in", f"{one['id']}?{one['token']}&x=1"), ("in", f"{one['id']}:{one['token']}")]
+    for app, name in refusals:
+        assert _rtmp(server, app, name) != "NetStream.Publish.Start", (app, name)
+    for streamid in (f"#!::r={one['id']},s={one['token']},m=request", f"{one['id']}#{one['token']}&latency=200",
+                     f"{one['id']}:{one['token']}", f"{one['id']}#{WRONG}", f"999999#{one['token']}",
+                     one["token"], f"#!::r={one['id']},s={WRONG}"):
+        assert not _srt(server, streamid), streamid
+
+    wait_until(lambda: _lines(server, "publish started") >= len(rtmp_forms) + len(srt_forms), 15,
+               what="every publish logged")
+    wait_until(lambda: _lines(server, "publish refused") >= len(refusals), 15, what="every refusal logged")
+    wait_until(lambda: _lines(server, "srt handshake refused") >= 7, 15, what="every srt refusal logged")
+    wait_until(lambda: _lines(server, "session ended") >= len(rtmp_forms), 15, what="rtmp sessions ended")
+    server.stop()
+    log = server.log_path.read_text(errors="replace")
+    for secret in [*tokens, WRONG]:
+        assert secret not in log, f"{secret} in the log:\n" + "\n".join(ln for ln in log.splitlines() if secret in ln)
+    # the log still says which stream it was about
+    for s in streams[: len(rtmp_forms)]:
+        assert f"stream={s['id']}" in log
+
+
+@pytest.mark.media
+def test_no_restream_key_in_server_log(server: OnairServer) -> None:
+    """ffmpeg's own error text names the target URL: the filter has to catch keys and passphrases in it."""
+    if not have("ffmpeg"):
+        pytest.skip("ffmpeg is not installed")
+    source = create_stream(server, name="source")
+    dead = free_port()
+    targets = {"rtmp": f"rtmp://127.0.0.1:{dead}/live2/{OTHER}",
+               "srt": f"srt://127.0.0.1:{free_port(socket.SOCK_DGRAM)}?streamid={TOKEN}&passphrase=Passphrase4Srt"
+                      f"&connect_timeout=500"}
+    with server.client() as c:
+        for uri in targets.values():
+            c.post("/streaming/restreams", json={"restream": {"stream_id": source["id"], "uri": uri}}
+                   ).raise_for_status()
+    publisher = push_rtmp(source["push_url"], size="320x240", rate=15)
+    try:
+        wait_until(lambda: _lines(server, "restream restarting") >= 4, 40, what="failing restreams retried")
+    finally:
+        stop(publisher)
+    server.stop()
+    log = server.log_path.read_text(errors="replace")
+    assert "restream restarting" in log
+    for secret in (OTHER, TOKEN, "Passphrase4Srt", source["token"]):
+        assert secret not in log, f"{secret} in the log:\n" + "\n".join(ln for ln in log.splitlines() if secret in ln)
