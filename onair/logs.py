@@ -34,12 +34,13 @@ _MIN_SECRET = 6  # shorter strings would blank out ordinary words and numbers
 _SECRET_PARAMS = (r"streamid|passphrase|pass|passwd|password|secret|key|api_?key|token|access_token|auth"
                   r"|sig|signature")
 # (pattern, replacement); applied in this order. `\g<1>` keeps the part that says what was removed.
+# Every repetition that can start at many places is bounded, so text like "a.a.a.a..." stays linear.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.IGNORECASE), r) for p, r in (
     # userinfo password in any URL: scheme://user:PASSWORD@host
-    (r"\b([a-z][a-z0-9+.-]*://[^\s/:@'\"]*:)[^\s/@'\"]+@", rf"\g<1>{REDACTED}@"),
+    (r"\b([a-z][a-z0-9+.-]{0,30}://[^\s/:@'\"]*:)[^\s/@'\"]+@", rf"\g<1>{REDACTED}@"),
     # rtmp(s)://host/app/STREAMKEY, rtmp://host/app?QUERY: keep scheme, host and application
     # (possessive: the application is never given back to be taken for the key)
-    (r"\b(rtmp[a-z]*://[^\s/?#'\"]++(?:/[^\s/?#'\"]*+)?+)([/?#])[^\s'\"]+", rf"\g<1>\g<2>{REDACTED}"),
+    (r"\b(rtmp[a-z]{0,4}://[^\s/?#'\"]++(?:/[^\s/?#'\"]*+)?+)([/?#])[^\s'\"]+", rf"\g<1>\g<2>{REDACTED}"),
     # secret query (or key=value) parameters
     (rf"(?<![a-z0-9])((?:{_SECRET_PARAMS})=)[^&\s'\"]+", rf"\g<1>{REDACTED}"),
     # the query after /in/{id}? (RTMP push URLs and paths)
@@ -111,6 +112,13 @@ def _redact_value(value: Any) -> Any:
     return redact(str(value))  # what the JSON formatter would print (default=str)
 
 
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001
+        return "<unprintable>"
+
+
 class RedactingFilter(logging.Filter):
     """Scrubs message, args, `extra` fields, exception and stack text of every record it sees."""
 
@@ -118,11 +126,14 @@ class RedactingFilter(logging.Filter):
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string must still be logged, and scrubbed
-            message = f"{record.msg!s} {record.args!r}"
+            message = _safe_str(record.msg) + " " + _safe_str(record.args)
         record.msg, record.args = redact(message), None
         for key, value in list(vars(record).items()):
             if key not in _STD:
-                setattr(record, key, _redact_value(value))
+                try:
+                    setattr(record, key, _redact_value(value))
+                except Exception:  # noqa: BLE001 - an odd extra value must not break the logging call
+                    setattr(record, key, "<unprintable>")
         if record.exc_info:
             # formatted here so that no formatter later prints the raw traceback
             record.exc_text = logging.Formatter().formatException(record.exc_info)

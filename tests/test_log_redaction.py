@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,6 +90,24 @@ def test_redact_patterns(text: str, expected: str) -> None:
                                   "peer 127.0.0.1:50412", "at 12:30:45", "stream=12b"])
 def test_redact_leaves_ordinary_text(text: str) -> None:
     assert logs.redact(text) == text
+
+
+def test_redact_stays_linear_on_hostile_text() -> None:
+    start = time.monotonic()
+    for text in ("a." * 100_000, "rtmp" * 100_000, "1" * 200_000, "x://" * 50_000 + ":", "/in/" * 50_000):
+        logs.redact(text)
+    assert time.monotonic() - start < 2.0
+
+
+def test_filter_survives_odd_records(captured: Captured) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    captured.log.info("value %s", Unprintable(), extra={"odd": Unprintable()})
+    captured.log.info("after")
+    assert [ln["msg"] for ln in captured.records()][-1] == "after"
+    assert captured.records()[0]["odd"] == "<unprintable>"
 
 
 def test_filter_scrubs_args_extra_and_exceptions(captured: Captured) -> None:
