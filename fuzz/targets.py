@@ -126,9 +126,13 @@ def _rtmp_harness(prefix: bytes) -> Harness:
         """Feed chunks; with ``answer`` set, react to publish requests as the server does."""
         conn = p.RTMPServerConnection()
         seen: list[str] = []
-        for piece in chunks:
-            events = conn.receive_data(piece)
+        pending = list(chunks)
+        while pending:
+            events = conn.receive_data(pending.pop(0))
             check(isinstance(events, list), "receive_data must return a list")
+            # within the budget (small until a publish is accepted), give or take a header or handshake part
+            budget = p.Limits().publishing if conn.accepted else p.Limits().setup
+            check(conn.buffered <= budget.max_buffered + p.HANDSHAKE_SIZE, "the connection holds more than its budget")
             for i, ev in enumerate(events):
                 check(isinstance(ev, p.PublishRequested | p.PublishEnded | p.MetaData | p.MediaMessage
                                  | p.ProtocolError), f"unknown event {ev!r}")
@@ -142,6 +146,7 @@ def _rtmp_harness(prefix: bytes) -> Harness:
                         conn.accept_publish()
                     else:
                         conn.reject_publish("refused")
+                    pending.insert(0, b"")  # parsing paused at the request: resume it, as the server does
                 seen.append(repr(ev))
             out = conn.data_to_send()
             check(isinstance(out, bytes), "data_to_send must return bytes")

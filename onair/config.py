@@ -26,6 +26,16 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="debug, info, warning, error")
     ffmpeg: str = Field("ffmpeg", description="ffmpeg binary used for transcoding")
     ingest_idle_timeout: float = Field(10.0, gt=0, description="seconds of silence before a publisher is dropped")
+    rtmp_setup_timeout: float = Field(10.0, gt=0, le=10,
+                                      description="seconds from accept to an accepted RTMP publish (TLS included)")
+    rtmp_max_connections: int = Field(1000, ge=1, description="open connections per RTMP or RTMPS listener")
+    rtmp_max_connections_per_ip: int = Field(50, ge=1, description="open RTMP connections from one address")
+    http_max_connections: int = Field(1000, ge=1,
+                                      description="HTTP connections + requests in progress; more get 503")
+    http_header_timeout: float = Field(10.0, gt=0, le=15,
+                                       description="seconds a client has to send a request's headers")
+    http_max_header_bytes: int = Field(64 * 1024, ge=4096, le=1024 * 1024,
+                                       description="request line + headers larger than this get 431")
     live_window_segments: int = Field(6, ge=3, description="segments kept in a live playlist without DVR")
     srt_latency_ms: int = Field(120, ge=20, le=60000, description="SRT receiver latency (ms); senders may ask for more")
     failover_timeout: float = Field(3.0, gt=0, description="seconds without data before the backup ingest takes over")

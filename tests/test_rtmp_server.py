@@ -45,7 +45,7 @@ class FakeSession:
 
 
 class FakeGateway:
-    """Accepts stream key "good" under app "in"; refuses everything else."""
+    """Accepts stream id 12 (any token) under app "in"; refuses everything else."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, str]] = []
@@ -53,7 +53,7 @@ class FakeGateway:
 
     async def open_session(self, *, protocol: str, app: str, stream_name: str, remote: str) -> FakeSession:
         self.requests.append({"protocol": protocol, "app": app, "stream_name": stream_name, "remote": remote})
-        if app == "in" and stream_name.partition("?")[0] == "good":
+        if app == "in" and stream_name.partition("?")[0] == "12":
             session = FakeSession()
             self.sessions.append(session)
             return session
@@ -151,7 +151,7 @@ async def test_ffmpeg_publish(
     server: RTMPServer, gateway: FakeGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="onair.ingest.rtmp")
-    rc, err = await run_ffmpeg(f"rtmp://127.0.0.1:{server.port}/in/good?secret")
+    rc, err = await run_ffmpeg(f"rtmp://127.0.0.1:{server.port}/in/12?s3cret")
     assert rc == 0, err
     assert len(gateway.sessions) == 1
     session = gateway.sessions[0]
@@ -160,11 +160,11 @@ async def test_ffmpeg_publish(
     assert req["protocol"] == "rtmp"
     # ffmpeg splits at the last path segment: app "in", stream name keeps the query.
     assert req["app"] == "in"
-    assert req["stream_name"] == "good?secret"
+    assert req["stream_name"] == "12?s3cret"
     assert req["remote"].startswith("127.0.0.1:")
     assert_media(session, tmp_path)
-    assert "good" in caplog.text
-    assert "secret" not in caplog.text
+    assert "stream=12 " in caplog.text
+    assert "s3cret" not in caplog.text
 
 
 @pytest.mark.media
@@ -173,11 +173,11 @@ async def test_wrong_key_refused(
     server: RTMPServer, gateway: FakeGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="onair.ingest.rtmp")
-    rc, _ = await run_ffmpeg(f"rtmp://127.0.0.1:{server.port}/in/bad?secret", seconds=1)
+    rc, _ = await run_ffmpeg(f"rtmp://127.0.0.1:{server.port}/in/13?s3cret", seconds=1)
     assert rc != 0
     assert len(gateway.requests) == 1
     assert gateway.sessions == []
-    assert "secret" not in caplog.text
+    assert "s3cret" not in caplog.text
 
 
 @pytest.mark.media
@@ -195,7 +195,7 @@ async def test_garbage_does_not_break_server(
             await writer.drain()
             await asyncio.wait_for(reader.read(), 5)
         writer.close()
-    rc, err = await run_ffmpeg(f"rtmp://127.0.0.1:{server.port}/in/good?secret", seconds=1)
+    rc, err = await run_ffmpeg(f"rtmp://127.0.0.1:{server.port}/in/12?s3cret", seconds=1)
     assert rc == 0, err
     assert len(gateway.sessions) == 1
 
@@ -214,7 +214,7 @@ async def test_idle_connection_closed(gateway: FakeGateway) -> None:
 @pytest.mark.media
 @needs_ffmpeg
 async def test_platform_kick_closes_publisher(server: RTMPServer, gateway: FakeGateway) -> None:
-    publish = asyncio.create_task(run_ffmpeg(f"rtmp://127.0.0.1:{server.port}/in/good?secret", seconds=30))
+    publish = asyncio.create_task(run_ffmpeg(f"rtmp://127.0.0.1:{server.port}/in/12?s3cret", seconds=30))
     await poll(lambda: bool(gateway.sessions) and len(gateway.sessions[0].data) > 10_000)
     session = gateway.sessions[0]
     kicked_at = time.monotonic()
@@ -267,13 +267,13 @@ async def test_rtmps_publish(gateway: FakeGateway, tmp_path: Path, caplog: pytes
     srv = RTMPServer(gateway, "127.0.0.1", 0, ssl_context=make_tls_context(tmp_path), idle_timeout=5.0)
     await srv.start()
     try:
-        rc, err = await run_ffmpeg(f"rtmps://127.0.0.1:{srv.port}/in/good?secret")
+        rc, err = await run_ffmpeg(f"rtmps://127.0.0.1:{srv.port}/in/12?s3cret")
         assert rc == 0, err
         assert len(gateway.sessions) == 1
         session = gateway.sessions[0]
         await poll(lambda: session.close_reason is not None)
         assert gateway.requests[0]["protocol"] == "rtmps"
         assert_media(session, tmp_path)
-        assert "secret" not in caplog.text
+        assert "s3cret" not in caplog.text
     finally:
         await srv.stop()

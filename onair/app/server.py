@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
 import uvicorn
 from fastapi import FastAPI
 
-from onair import logs
+from onair import httpguard, logs
 from onair.api.app import create_app
 from onair.app.wiring import bind_tcp, bootstrap_api_key, create_node, start_node, stop_node, tls_context
 from onair.config import Settings
@@ -36,13 +37,13 @@ class Listeners:
 
     async def start(self) -> None:
         s, node = self.node.settings, self.node
-        rtmp = RTMPServer(node.hub, s.bind, s.rtmp_port, idle_timeout=s.ingest_idle_timeout)
+        rtmp = self._rtmp(s.rtmp_port, None)
         await rtmp.start()
         self.servers.append(rtmp)
         node.ports.rtmp = rtmp.port
         if s.rtmps_port != 0:
             port = 0 if s.rtmps_port < 0 else s.rtmps_port
-            rtmps = RTMPServer(node.hub, s.bind, port, ssl_context=tls_context(s), idle_timeout=s.ingest_idle_timeout)
+            rtmps = self._rtmp(port, tls_context(s))
             await rtmps.start()
             self.servers.append(rtmps)
             node.ports.rtmps = rtmps.port
@@ -51,6 +52,12 @@ class Listeners:
         await srt.start()
         self.servers.append(srt)
         node.ports.srt = srt.port  # the real UDP port when ONAIR_SRT_PORT=0
+
+    def _rtmp(self, port: int, ssl_context: ssl.SSLContext | None) -> RTMPServer:
+        s = self.node.settings
+        return RTMPServer(self.node.hub, s.bind, port, ssl_context=ssl_context, idle_timeout=s.ingest_idle_timeout,
+                          setup_timeout=s.rtmp_setup_timeout, max_connections=s.rtmp_max_connections,
+                          max_connections_per_ip=s.rtmp_max_connections_per_ip)
 
     async def stop(self) -> None:
         for server in reversed(self.servers):
@@ -82,7 +89,10 @@ async def serve(settings: Settings) -> None:
     await start_node(node)
     app = build_http_app(node)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
-                            timeout_graceful_shutdown=3)
+                            timeout_graceful_shutdown=3,
+                            **httpguard.uvicorn_options(max_connections=settings.http_max_connections,
+                                                        header_timeout=settings.http_header_timeout,
+                                                        max_header_bytes=settings.http_max_header_bytes))
     server = uvicorn.Server(config)
     # uvicorn installs its own handlers inside serve(); ours only matter before that point
     loop = asyncio.get_running_loop()

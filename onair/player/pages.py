@@ -27,6 +27,7 @@ from sqlalchemy import select
 from onair.player.settings import load_display_settings, parse_player_id, safe_url
 from onair.player.spectators import SPECTATORS
 from onair.store.models import Document, Stream, Video
+from onair.templates import fill
 
 if TYPE_CHECKING:
     from onair.node import Node
@@ -54,9 +55,8 @@ def _node(request: Request) -> Node:
 def render(template: str, title: str, config: dict[str, Any], status_code: int = 200) -> HTMLResponse:
     """A page from templates/: the config JSON goes into a <script> block, `<` escaped so it cannot end it."""
     config_json = json.dumps(config).replace("<", "\\u003c")
-    page = ((TEMPLATES / template).read_text(encoding="utf-8")
-            .replace("{{title}}", html.escape(title))
-            .replace("{{config}}", config_json))
+    page = fill((TEMPLATES / template).read_text(encoding="utf-8"),
+                {"title": html.escape(title), "config": config_json})
     return HTMLResponse(page, status_code=status_code, headers=NO_CACHE)
 
 

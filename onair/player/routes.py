@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from onair.player.settings import load_display_settings, parse_player_id
 from onair.store.models import Overlay, Stream
+from onair.templates import fill
 
 if TYPE_CHECKING:
     from onair.node import Node
@@ -132,9 +133,8 @@ async def player_page(request: Request, pid: str,
     }
     # `<` escaped: nothing in the JSON can end the <script> block holding it
     config_json = json.dumps(config).replace("<", "\\u003c")
-    page = (TEMPLATE.read_text(encoding="utf-8")
-            .replace("{{title}}", html.escape(stream.name or f"Stream {stream.id}"))
-            .replace("{{config}}", config_json))
+    page = fill(TEMPLATE.read_text(encoding="utf-8"),
+                {"title": html.escape(stream.name or f"Stream {stream.id}"), "config": config_json})
     return HTMLResponse(page, headers=NO_CACHE)
 
 

@@ -1,16 +1,31 @@
-"""asyncio glue around :class:`RTMPServerConnection`: sockets, TLS, timeouts, the gateway."""
+"""asyncio glue around :class:`RTMPServerConnection`: sockets, TLS, deadlines, connection caps, the gateway.
+
+Until a publish is accepted nothing about a peer is known, so it gets little: ``setup_timeout`` seconds
+from accept for TLS + handshake + connect + publish (an absolute deadline that slow senders cannot
+extend), a small buffer budget (see :class:`~onair.protocols.rtmp.Limits`), and a place among at most
+``max_connections`` (``max_connections_per_ip`` per remote address). A publisher then has to keep
+sending: ``idle_timeout`` seconds of silence end it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import ssl
+import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
+from onair import logs
 from onair.formats.flv import TAG_SCRIPT, flv_file_header, flv_tag
+from onair.hub.keys import parse_stream_key
 from onair.hub.ports import IngestGateway, IngestRefused, IngestSession
-from onair.protocols.rtmp.protocol import (
+from onair.protocols.rtmp import (
+    Event,
+    Limits,
     MediaMessage,
     MetaData,
     ProtocolError,
@@ -18,6 +33,7 @@ from onair.protocols.rtmp.protocol import (
     PublishRequested,
     RTMPServerConnection,
 )
+from onair.protocols.rtmp.wire import HANDSHAKE_SIZE
 
 __all__ = ["RTMPServer"]
 
@@ -25,27 +41,28 @@ log = logging.getLogger("onair.ingest.rtmp")
 
 _READ_SIZE = 64 * 1024
 _CLOSE_GRACE = 0.5  # seconds to let a graceful (TLS) close finish before aborting
+_REFUSAL_LOG_PERIOD = 10.0  # at most one "connection refused" line per period: a flood must not flood the log
+_PLAIN_APP = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
-def _redact(value: str) -> str:
-    """Drop the query part (it carries the stream token) from names/URLs before logging."""
-    head, sep, _ = value.partition("?")
-    return head + ("?<redacted>" if sep else "")
+def _stream_label(name: str) -> str:
+    """What the logs may say about a publish name: the stream id (+ b for backup), never the token."""
+    key = parse_stream_key(name)
+    return key.redacted() if key is not None else "<malformed>"
+
+
+def _app_label(app: str) -> str:
+    # clients that split the URL differently put the key into the app: only a plain name is logged
+    return app if _PLAIN_APP.fullmatch(app) else "<other>"
 
 
 @dataclass
 class _Conn:
     peer: str
-    proto: RTMPServerConnection = field(default_factory=RTMPServerConnection)
+    proto: RTMPServerConnection
+    deadline: float  # loop time by which the publish must be accepted
     session: IngestSession | None = None
-    # Strings that must never reach the logs (query parts of app/name/tcUrl).
-    secrets: list[str] = field(default_factory=list)
-
-    def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "<redacted>")
-        return text
+    secrets: list[str] = field(default_factory=list)  # registered with logs while the session lives
 
 
 class _Done(Exception):
@@ -60,14 +77,26 @@ class RTMPServer:
         port: int,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout: float = 10.0,
+        *,
+        setup_timeout: float = 10.0,
+        max_connections: int = 1000,
+        max_connections_per_ip: int = 50,
+        limits: Limits | None = None,
     ) -> None:
         self._gateway = gateway
         self._host = host
         self._requested_port = port
         self._ssl = ssl_context
         self._idle_timeout = idle_timeout
+        self._setup_timeout = setup_timeout
+        self._max_connections = max_connections
+        self._max_per_ip = max_connections_per_ip
+        self._limits = limits or Limits()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_ip: Counter[str] = Counter()
+        self._refused = 0  # connections refused since the last log line about it
+        self._refused_logged_at = -_REFUSAL_LOG_PERIOD
 
     @property
     def protocol_name(self) -> str:
@@ -79,14 +108,13 @@ class RTMPServer:
             return self._requested_port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def connections(self) -> int:
+        return len(self._tasks)
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle,
-            self._host,
-            self._requested_port,
-            ssl=self._ssl,
-            ssl_handshake_timeout=self._idle_timeout if self._ssl is not None else None,
-        )
+        # TLS is started per connection (start_tls), after the caps and within the setup deadline
+        self._server = await asyncio.start_server(self._handle, self._host, self._requested_port)
         log.info("%s ingest listening on %s:%d", self.protocol_name, self._host, self.port)
 
     async def stop(self) -> None:
@@ -102,15 +130,36 @@ class RTMPServer:
 
     # ------------------------------------------------------------------ per connection
 
+    def _admit(self, ip: str) -> bool:
+        if len(self._tasks) < self._max_connections and self._per_ip[ip] < self._max_per_ip:
+            return True
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged_at >= _REFUSAL_LOG_PERIOD:
+            log.warning("%s connection limit reached: refused %d connection(s), latest from %s "
+                        "(%d open, %d from that address)", self.protocol_name, self._refused, ip,
+                        len(self._tasks), self._per_ip[ip])
+            self._refused, self._refused_logged_at = 0, now
+        return False
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._setup_timeout
         peername = writer.get_extra_info("peername")
+        ip = str(peername[0]) if isinstance(peername, tuple) else str(peername)
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
-        conn = _Conn(peer=peer)
+        task = asyncio.current_task()
+        if task is None or not self._admit(ip):
+            writer.transport.abort()
+            return
+        self._tasks.add(task)
+        self._per_ip[ip] += 1
+        conn = _Conn(peer, RTMPServerConnection(limits=self._limits, epoch_ms=int(loop.time() * 1000),
+                                                handshake_random=os.urandom(HANDSHAKE_SIZE - 8)), deadline)
         reason = "publisher disconnected"
         try:
+            if self._ssl is not None:
+                await self._start_tls(conn, writer)
             await self._serve(conn, reader, writer)
         except _Done as done:
             reason = str(done)
@@ -126,82 +175,113 @@ class RTMPServer:
             log.error("unexpected error on connection from %s: %s", peer, type(exc).__name__)
         finally:
             try:
-                if conn.session is not None:
-                    log.info("session from %s ended: %s", peer, conn.scrub(reason))
-                    try:
-                        await conn.session.close(reason)
-                    except Exception as exc:  # noqa: BLE001
-                        log.warning("closing session from %s failed: %s", peer, type(exc).__name__)
-                await self._close_writer(writer)
+                await self._end(conn, writer, reason)
             finally:
-                if task is not None:
-                    self._tasks.discard(task)
+                conn.proto.close()  # its buffers go now, not when the last reference does
+                self._tasks.discard(task)
+                self._per_ip[ip] -= 1
+                if self._per_ip[ip] <= 0:
+                    del self._per_ip[ip]
+
+    async def _start_tls(self, conn: _Conn, writer: asyncio.StreamWriter) -> None:
+        assert self._ssl is not None
+        remaining = max(conn.deadline - asyncio.get_running_loop().time(), 0.001)
+        try:
+            await asyncio.wait_for(writer.start_tls(self._ssl, ssl_handshake_timeout=remaining), remaining)
+        except TimeoutError:
+            raise _Done("setup timeout") from None
+
+    async def _end(self, conn: _Conn, writer: asyncio.StreamWriter, reason: str) -> None:
+        try:
+            if conn.session is not None:
+                log.info("session from %s ended: %s", conn.peer, logs.redact(reason))
+                try:
+                    await conn.session.close(reason)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("closing session from %s failed: %s", conn.peer, type(exc).__name__)
+            await self._close_writer(writer)
+        finally:
+            for secret in conn.secrets:
+                logs.forget_secret(secret)
+            conn.secrets.clear()
+
+    def _read_timeout(self, conn: _Conn) -> float:
+        if conn.proto.publishing:
+            return self._idle_timeout
+        remaining = conn.deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            self._setup_timed_out(conn)
+        return min(self._idle_timeout, remaining)
+
+    def _setup_timed_out(self, conn: _Conn) -> NoReturn:
+        log.info("connection from %s did not publish within %.0fs, closing", conn.peer, self._setup_timeout)
+        raise _Done("setup timeout")
 
     async def _serve(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         kicked: asyncio.Task[bool] | None = None
         try:
             while True:
+                timeout = self._read_timeout(conn)
                 read = asyncio.ensure_future(reader.read(_READ_SIZE))
                 waiters: set[asyncio.Future[Any]] = {read}
                 if kicked is not None:
                     waiters.add(kicked)
-                done, _ = await asyncio.wait(
-                    waiters, timeout=self._idle_timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if kicked is not None and kicked in done:
                     read.cancel()
                     raise _Done("ended by platform")
                 if read not in done:
                     read.cancel()
+                    if timeout < self._idle_timeout:
+                        self._setup_timed_out(conn)  # the deadline was nearer than the idle timer
                     log.info("connection from %s idle for %.0fs, closing", conn.peer, self._idle_timeout)
                     raise _Done("idle timeout")
                 data = read.result()
                 if not data:
                     raise _Done("publisher disconnected")
-                events = conn.proto.receive_data(data)
-                await self._flush(conn, writer)
-                for event in events:
-                    await self._on_event(conn, writer, event)
-                    if kicked is None and conn.session is not None:
-                        kicked = asyncio.ensure_future(conn.session.closed.wait())
+                await self._process(conn, writer, conn.proto.receive_data(data))
+                if kicked is None and conn.session is not None:
+                    kicked = asyncio.ensure_future(conn.session.closed.wait())
         finally:
             if kicked is not None:
                 kicked.cancel()
 
-    async def _on_event(
-        self,
-        conn: _Conn,
-        writer: asyncio.StreamWriter,
-        event: PublishRequested | PublishEnded | MetaData | MediaMessage | ProtocolError,
-    ) -> None:
-        if isinstance(event, MediaMessage):
-            if conn.session is not None:
-                await conn.session.feed(flv_tag(event.tag_type, event.timestamp_ms, event.payload))
-        elif isinstance(event, MetaData):
-            if conn.session is not None:
-                await conn.session.feed(flv_tag(TAG_SCRIPT, event.timestamp_ms, event.payload))
-        elif isinstance(event, PublishRequested):
-            await self._on_publish(conn, writer, event)
-        elif isinstance(event, PublishEnded):
-            raise _Done(f"publisher ended stream ({event.reason})")
-        elif isinstance(event, ProtocolError):
-            log.info("protocol error from %s: %s", conn.peer, conn.scrub(event.reason))
-            raise _Done("protocol error")
+    async def _process(self, conn: _Conn, writer: asyncio.StreamWriter, events: list[Event]) -> None:
+        await self._flush(conn, writer)
+        for event in events:
+            if isinstance(event, MediaMessage):
+                if conn.session is not None:
+                    await conn.session.feed(flv_tag(event.tag_type, event.timestamp_ms, event.payload))
+            elif isinstance(event, MetaData):
+                if conn.session is not None:
+                    await conn.session.feed(flv_tag(TAG_SCRIPT, event.timestamp_ms, event.payload))
+            elif isinstance(event, PublishRequested):
+                await self._on_publish(conn, writer, event)
+                # parsing paused at the publish command; what followed it is read under the new budget
+                await self._process(conn, writer, conn.proto.receive_data(b""))
+            elif isinstance(event, PublishEnded):
+                raise _Done(f"publisher ended stream ({event.reason})")
+            elif isinstance(event, ProtocolError):
+                log.info("protocol error from %s: %s", conn.peer, logs.redact(event.reason))
+                raise _Done("protocol error")
 
     async def _on_publish(self, conn: _Conn, writer: asyncio.StreamWriter, event: PublishRequested) -> None:
-        conn.secrets.extend(
-            value.partition("?")[2] for value in (event.name, event.app, event.tc_url) if "?" in value
-        )
-        what = f"app={_redact(event.app)!r} stream={_redact(event.name)!r} peer={conn.peer}"
+        what = f"app={_app_label(event.app)!r} stream={_stream_label(event.name)} peer={conn.peer}"
         try:
             session = await self._gateway.open_session(
                 protocol=self.protocol_name, app=event.app, stream_name=event.name, remote=conn.peer
             )
         except IngestRefused as exc:
-            log.info("publish refused: %s: %s", what, conn.scrub(str(exc)))
-            conn.proto.reject_publish(conn.scrub(str(exc)) or "publishing refused")
+            reason = logs.redact(str(exc))
+            log.info("publish refused: %s: %s", what, reason)
+            conn.proto.reject_publish(reason or "publishing refused")
             await self._flush(conn, writer)
             raise _Done("refused") from None
+        key = parse_stream_key(event.name)
+        if key is not None:
+            # an accepted token is a real one: scrubbed from every log line while this session lives
+            logs.register_secret(key.token)
+            conn.secrets.append(key.token)
         conn.session = session
         conn.proto.accept_publish()
         await self._flush(conn, writer)

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from onair import logs
 from onair.hub.access import IngestDirectory
 from onair.hub.ports import IngestGateway, IngestRefused, IngestSession
 from onair.ingest.srt import libsrt
@@ -151,7 +152,9 @@ class SRTServer:
             key = parse_streamid(text)
             remote = libsrt.sockaddr_to_str(peer)
             if key is None:
-                log.info("srt handshake refused: malformed streamid %r", text[:64], extra={"remote": remote})
+                # never the value itself: a malformed streamid still tends to hold the token
+                log.info("srt handshake refused: malformed streamid", extra={"remote": remote,
+                                                                              "streamid_length": len(text)})
                 lib.lib.srt_setrejectreason(ns, libsrt.REJX_BAD_REQUEST)
                 return -1
             refusal, entry = self._directory.check(key)
@@ -251,6 +254,7 @@ class SRTServer:
         key = parse_streamid(conn.stream_name)
         what = f"stream={key.redacted() if key else '?'} peer={conn.remote}"
         reason = "publisher disconnected"
+        secret: str | None = None
         try:
             try:
                 session = await self._gateway.open_session(protocol="srt", app="", stream_name=conn.stream_name,
@@ -259,6 +263,10 @@ class SRTServer:
                 log.info("srt publish refused: %s: %s", what, exc)
                 return
             conn.session = session
+            if key is not None:
+                # an accepted token is a real one: scrubbed from every log line while this session lives
+                logs.register_secret(key.token)
+                secret = key.token
             log.info("srt publish started: %s", what)
             reason = await self._pump(conn, session)
         except asyncio.CancelledError:
@@ -274,6 +282,8 @@ class SRTServer:
                 log.info("srt session ended: %s: %s", what, reason)
                 with contextlib.suppress(Exception):
                     await conn.session.close(reason)
+            if secret is not None:
+                logs.forget_secret(secret)
 
     async def _pump(self, conn: _Conn, session: IngestSession) -> str:
         kicked = asyncio.ensure_future(session.closed.wait())

@@ -23,6 +23,7 @@ from onair.ingest.whip.ice import configure_host_candidates, loopback_wanted
 from onair.ingest.whip.media import install_passthrough
 from onair.ingest.whip.session import OfferError, WhipSession, check_offer
 from onair.store.models import Stream
+from onair.templates import fill
 from onair.urls import UrlBuilder
 
 log = logging.getLogger("onair.ingest.whip")
@@ -138,8 +139,7 @@ async def golive_page(request: Request, pid: str) -> Response:
         return HTMLResponse("<!doctype html><title>Not found</title><p>No such stream.</p>", status_code=404,
                             headers=NO_STORE)
     config = json.dumps({"player_url": f"/streams/{pid}", "hls_url": f"/cmaf/{pid}/master.m3u8"})
-    page = (PAGE.read_text(encoding="utf-8")
-            .replace("{{title}}", html.escape(stream.name or f"Stream {stream.id}"))
-            .replace("{{config}}", config.replace("</", "<\\/")))
+    page = fill(PAGE.read_text(encoding="utf-8"),
+                {"title": html.escape(stream.name or f"Stream {stream.id}"), "config": config.replace("</", "<\\/")})
     # no-referrer: the WHIP URL (with its token) may sit in this page's query string
     return HTMLResponse(page, headers={**NO_STORE, "Referrer-Policy": "no-referrer"})
