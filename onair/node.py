@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from onair.config import Settings
+from onair.delivery.signing import PlaybackGuard
 from onair.hub.live_stream import LiveStatus
 from onair.hub.registry import StreamHub
 from onair.ingest.pull import PullManager
@@ -42,7 +43,7 @@ class LiveControl:
     """API changes → live state. Each method is what one kind of API change means for running streams."""
 
     def __init__(self, hub: StreamHub, pulls: PullManager, restreams: Restreams, recordings: Recordings,
-                 recorder: RecordingOutput, clips: Clipper, dvr: DvrOutput) -> None:
+                 recorder: RecordingOutput, clips: Clipper, dvr: DvrOutput, playback_guard: PlaybackGuard) -> None:
         self.hub = hub
         self.pulls = pulls
         self.restreams = restreams
@@ -50,6 +51,7 @@ class LiveControl:
         self.recorder = recorder
         self.clips = clips
         self.dvr = dvr
+        self.playback_guard = playback_guard  # who may play: the playback routes and pages ask it
 
     # -- what the API reads -------------------------------------------------------------------------
     def live_count(self) -> int:
@@ -79,6 +81,7 @@ class LiveControl:
     # -- what API changes do ------------------------------------------------------------------------
     async def stream_changed(self, stream: Stream) -> None:
         self.hub.directory.update(stream)
+        self.playback_guard.update(stream)
         if not stream.active:
             self.hub.kick(stream.id, "stream switched off")
         elif stream.pull:
@@ -89,6 +92,7 @@ class LiveControl:
 
     async def stream_deleted(self, stream_id: int) -> None:
         self.hub.directory.remove(stream_id)
+        self.playback_guard.remove(stream_id)
         await self.pulls.deleted(stream_id)
         self.hub.kick(stream_id, "stream deleted or its key reset")
         await self.restreams.stream_ended(stream_id)

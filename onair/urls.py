@@ -49,6 +49,24 @@ class UrlBuilder:
             "screenshot": f"{base}/videoplatform/streams/{self.client_id}/{stream_id}/screenshots/last.jpg",
         }
 
+    def playback_urls(self, stream_id: int, playback_token: str) -> dict[str, str]:
+        """The stream's playback URLs carrying a playback token: `/t/{token}` after the segment naming the stream.
+
+        Playlists name everything relative to themselves, so what a player resolves from these carries it too.
+        `whep_url` is where WHEP playback will answer (`/whep/{pid}/t/{token}/whep`).
+        """
+        pid = self.public_id(stream_id)
+        base = self.http_base
+        t = f"t/{playback_token}"
+        return {
+            "hls_cmaf_url": f"{base}/cmaf/{pid}/{t}/master.m3u8",
+            "hls_mpegts_url": f"{base}/mpegts/{pid}/{t}/master_mpegts.m3u8",
+            "dash_url": f"{base}/cmaf/{pid}/{t}/index.mpd",
+            "iframe_url": f"{base}/streams/{pid}/{t}",
+            "whep_url": f"{base}/whep/{pid}/{t}/whep",
+            "screenshot": f"{base}/videoplatform/streams/{self.client_id}/{stream_id}/{t}/screenshots/last.jpg",
+        }
+
     def video_urls(self, slug: str) -> dict[str, str]:
         vid = f"{self.client_id}_{slug}"
         base = f"{self.http_base}/videos/{vid}"

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from onair.delivery.signing import MAX_EXPIRES_IN
+
 Projection = Literal["regular", "vr360", "vr180", "vr360tb"]
 RecordType = Literal["origin", "transcoded"]
 PULL_SCHEMES = ("rtmp", "rtmps", "srt", "http", "https")
@@ -67,6 +69,7 @@ class StreamFields(ApiInput):
     dvr_duration: int | None = Field(None, ge=30, le=14400)
     hls_mpegts_endlist_tag: bool | None = None
     reconnect_window: int | None = Field(None, ge=0, le=1800)
+    playback_signed: bool | None = None
     html_overlay: bool | None = None
     projection: Projection | None = None
     quality_set_id: Id32 | None = None
@@ -138,6 +141,7 @@ class StreamOut(BaseModel):
     dvr_duration: int
     hls_mpegts_endlist_tag: bool
     reconnect_window: int = 0
+    playback_signed: bool = False
     viewers: int = 0
     html_overlay: bool
     html_overlays: list[OverlayOut]
@@ -174,6 +178,23 @@ class StreamOut(BaseModel):
     video_width: float | None
     video_height: float | None
     broadcasts: list[dict[str, Any]] | None = None
+
+
+class PlaybackTokenCreate(ApiInput):
+    # strict: "60" or true are not a number of seconds
+    expires_in: int = Field(3600, ge=1, le=MAX_EXPIRES_IN, strict=True,
+                            description=f"seconds the token's URLs play (1 to {MAX_EXPIRES_IN})")
+
+
+class PlaybackTokenOut(BaseModel):
+    token: str
+    expires_at: str
+    hls_cmaf_url: str
+    hls_mpegts_url: str
+    dash_url: str
+    iframe_url: str
+    whep_url: str
+    screenshot: str
 
 
 class OverlayFields(ApiInput):

@@ -26,7 +26,7 @@ def stream_out(node: Node, s: Stream, overlays: list[dict[str, Any]]) -> dict[st
         "id": s.id, "name": s.name, "active": s.active, "pull": s.pull, "uri": s.uri, "token": s.token,
         "auto_record": s.auto_record, "record_type": s.record_type, "dvr_enabled": s.dvr_enabled,
         "dvr_duration": s.dvr_duration, "hls_mpegts_endlist_tag": s.hls_mpegts_endlist_tag,
-        "reconnect_window": s.reconnect_window or 0,
+        "reconnect_window": s.reconnect_window or 0, "playback_signed": bool(s.playback_signed),
         "html_overlay": s.html_overlay, "html_overlays": overlays, "projection": s.projection,
         "quality_set_id": s.quality_set_id, "cdn_id": s.cdn_id, "broadcast_ids": list(s.broadcast_ids or []),
         "client_user_id": s.client_user_id, "client_entity_data": s.client_entity_data,

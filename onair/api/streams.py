@@ -1,9 +1,11 @@
-"""Streams (S1–S10, X1): the stream resource, its recording and DVR controls."""
+"""Streams (S1–S10, X1): the stream resource, its recording and DVR controls, its playback tokens."""
 
 from __future__ import annotations
 
 import secrets
 import shutil
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -13,10 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from onair.api.deps import DbDep, NodeDep
 from onair.api.errors import field_error, not_found
-from onair.api.schemas import StreamCreate, StreamFields, StreamOut, StreamUpdate
+from onair.api.schemas import (
+    PlaybackTokenCreate,
+    PlaybackTokenOut,
+    StreamCreate,
+    StreamFields,
+    StreamOut,
+    StreamUpdate,
+)
 from onair.api.serialize import overlay_out, stream_out, video_out
-from onair.store.models import Document, Overlay, QualitySet, Stream, Video
-from onair.timeutil import utcnow
+from onair.delivery.signing import mint_token
+from onair.store.models import Document, Overlay, QualitySet, Stream, Video, new_playback_secret
+from onair.timeutil import iso, utcnow
 
 router = APIRouter(prefix="/streaming/streams", tags=["streams"])
 PAGE_SIZE = 100
@@ -78,7 +88,7 @@ async def create_stream(body: StreamCreate, node: NodeDep, db: DbDep) -> dict[st
         name=body.name, token=new_token(), created_at=now, updated_at=now,
         active=False, pull=False, auto_record=False, record_type="origin", dvr_enabled=False,
         dvr_duration=3600, hls_mpegts_endlist_tag=True, reconnect_window=0, html_overlay=False, projection="regular",
-        broadcast_ids=[], live=False, backup_live=False,
+        broadcast_ids=[], live=False, backup_live=False, playback_signed=False, playback_secret=new_playback_secret(),
     )
     for key, value in values.items():
         if value is not None or key in ("uri", "srt_passphrase", "client_entity_data"):
@@ -131,6 +141,28 @@ async def reset_push_token(node: NodeDep, db: DbDep, stream_id: int = StreamId) 
     stream.updated_at = utcnow()
     await db.commit()
     await node.control.stream_deleted(stream_id)  # ends running ingest: the old token is void at once
+    await node.control.stream_changed(stream)
+    return await stream_response(node, db, stream)
+
+
+@router.post("/{stream_id}/playback_tokens", status_code=201, response_model=PlaybackTokenOut)
+async def create_playback_token(node: NodeDep, db: DbDep, body: PlaybackTokenCreate | None = None,
+                                stream_id: int = StreamId) -> dict[str, Any]:
+    """Playback URLs that play until `expires_at` (or until `reset_playback_tokens`), signed stream or not."""
+    stream = await load_stream(db, stream_id)
+    expires_at = int(time.time()) + (body.expires_in if body is not None else 3600)
+    token = mint_token(stream.playback_secret, stream.id, expires_at)
+    return {"token": token, "expires_at": iso(datetime.fromtimestamp(expires_at, UTC)),
+            **node.urls.playback_urls(stream.id, token)}
+
+
+@router.post("/{stream_id}/reset_playback_tokens", response_model=StreamOut)
+async def reset_playback_tokens(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> dict[str, Any]:
+    """A new playback secret: every playback token minted so far stops playing at once."""
+    stream = await load_stream(db, stream_id)
+    stream.playback_secret = new_playback_secret()
+    stream.updated_at = utcnow()
+    await db.commit()
     await node.control.stream_changed(stream)
     return await stream_response(node, db, stream)
 

@@ -67,7 +67,8 @@ class Listeners:
 def build_http_app(node: Node) -> FastAPI:
     # pages before vod: `/videos/{vid}/player` must win over vod's `/videos/{vid}/{file:path}`
     app = create_app(node, [delivery_router, player_router, pages_router, whip_router, vod_router])
-    app.state.playback = Playback(node.hub, node.urls, node.library, node.sessionmaker)
+    app.state.playback = Playback(node.hub, node.urls, node.library, node.sessionmaker,
+                                  node.control.playback_guard)
     app.state.whip = WhipService(node.hub, node.settings, node.urls, node.sessionmaker)
     return app
 

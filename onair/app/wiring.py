@@ -15,6 +15,7 @@ from prometheus_client import Gauge
 from sqlalchemy import select
 
 from onair.config import Settings
+from onair.delivery.signing import PlaybackGuard
 from onair.hub.registry import StreamHub
 from onair.ingest.pull import PullManager
 from onair.ingest.tls import ensure_certificate
@@ -78,7 +79,8 @@ async def create_node(settings: Settings) -> Node:
     hub.events.subscribe(recorder)
     hub.events.subscribe(restreams)
     control = LiveControl(hub, PullManager(hub, sessionmaker, settings), restreams, recordings, recorder,
-                          Clipper(sessionmaker, library, recordings, settings.ffmpeg), dvr)
+                          Clipper(sessionmaker, library, recordings, settings.ffmpeg), dvr,
+                          PlaybackGuard(sessionmaker))
     node = Node(settings=settings, engine=engine, sessionmaker=sessionmaker, ports=Ports(), urls=urls, hub=hub,
                 control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period))
     VIEWERS.set_function(control.total_viewers)

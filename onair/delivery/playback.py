@@ -1,4 +1,4 @@
-"""What the playback routes need of a node: the hub's live streams, public ids, the video library."""
+"""What the playback routes need of a node: the hub's live streams, public ids, the video library, who may play."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from onair.delivery.signing import PlaybackGuard
 from onair.hub.registry import StreamHub
 from onair.outputs.library import VideoLibrary
 from onair.urls import UrlBuilder
@@ -20,6 +21,7 @@ class Playback:
     urls: UrlBuilder
     library: VideoLibrary
     sessionmaker: async_sessionmaker[AsyncSession]
+    guard: PlaybackGuard
 
 
 def playback_of(request: Request) -> Playback:

@@ -1,7 +1,9 @@
 """Playback over HTTP: LL-HLS (CMAF), LL-DASH, legacy HLS with MPEG-TS, and the stream screenshot.
 
 Public paths follow the stream object's URLs (`/cmaf/{cid}_{sid}/master.m3u8` and so on); the
-rendition paths beneath them are internal and may change.
+rendition paths beneath them are internal and may change. Each path also exists with `/t/{token}` after
+the part naming the stream (`/cmaf/{cid}_{sid}/t/{token}/master.m3u8`): a playback token (signing.py),
+required when the stream has `playback_signed`, checked whenever present.
 """
 
 from __future__ import annotations
@@ -71,9 +73,17 @@ def _output(node: Playback, pid: str) -> LiveStream:
     return output
 
 
-async def _package(request: Request, pid: str) -> LiveStreamPackage:
+async def _live(request: Request, pid: str) -> LiveStream:
+    """The live stream of `pid` once the request may play it (the `{token}` of a `/t/{token}/` path)."""
     node = _node(request)
-    output = _output(node, pid)
+    token = request.path_params.get("token")
+    if not await node.guard.allows(_stream_id(node, pid), token):
+        raise PlaybackError(403, "a valid playback token is required" if token is None else "invalid playback token")
+    return _output(node, pid)
+
+
+async def _package(request: Request, pid: str) -> LiveStreamPackage:
+    output = await _live(request, pid)
     _saw_viewer(request, output)
     deadline = asyncio.get_running_loop().time() + READY_WAIT
     # the first segment needs ffmpeg to start and produce a GOP: wait a little instead of failing at once
@@ -106,6 +116,7 @@ async def utc_time() -> PlainTextResponse:
 
 
 @router.get("/cmaf/{pid}/master.m3u8")
+@router.get("/cmaf/{pid}/t/{token}/master.m3u8", include_in_schema=False)
 async def cmaf_master(request: Request, pid: str) -> Response:
     try:
         pkg = await _package(request, pid)
@@ -116,6 +127,7 @@ async def cmaf_master(request: Request, pid: str) -> Response:
 
 
 @router.get("/cmaf/{pid}/index.mpd")
+@router.get("/cmaf/{pid}/t/{token}/index.mpd", include_in_schema=False)
 async def dash_manifest(request: Request, pid: str) -> Response:
     try:
         pkg = await _package(request, pid)
@@ -144,6 +156,7 @@ def parse_hls_query(
 
 
 @router.get("/cmaf/{pid}/{name}/index.m3u8")
+@router.get("/cmaf/{pid}/t/{token}/{name}/index.m3u8", include_in_schema=False)
 async def cmaf_media(request: Request, pid: str, name: str) -> Response:
     q = request.query_params
     try:
@@ -165,6 +178,7 @@ async def cmaf_media(request: Request, pid: str, name: str) -> Response:
 
 
 @router.get("/cmaf/{pid}/{name}/{file}")
+@router.get("/cmaf/{pid}/t/{token}/{name}/{file}", include_in_schema=False)
 async def cmaf_media_file(request: Request, pid: str, name: str, file: str) -> Response:
     try:
         rendition = _rendition(await _package(request, pid), name)
@@ -252,10 +266,11 @@ def _packaged_codec(pkg: LiveStreamPackage | None, name: str) -> str | None:
 
 
 @router.get("/mpegts/{pid}/master_mpegts.m3u8")
+@router.get("/mpegts/{pid}/t/{token}/master_mpegts.m3u8", include_in_schema=False)
 async def ts_master(request: Request, pid: str) -> Response:
     try:
         await _package(request, pid)
-        output = _output(_node(request), pid)
+        output = _output(_node(request), pid)  # playable: _package checked
     except PlaybackError as exc:
         return _error(exc, "ts_master")
     query = "get_duration_sec=true" if request.query_params.get("get_duration_sec") == "true" else ""
@@ -263,9 +278,10 @@ async def ts_master(request: Request, pid: str) -> Response:
 
 
 @router.get("/mpegts/{pid}/{name}/index.m3u8")
+@router.get("/mpegts/{pid}/t/{token}/{name}/index.m3u8", include_in_schema=False)
 async def ts_media(request: Request, pid: str, name: str) -> Response:
     try:
-        output = _output(_node(request), pid)
+        output = await _live(request, pid)
         _saw_viewer(request, output)
         if not _NAME.match(name) or name not in {r.name for r in output.transcoder.plan}:
             raise PlaybackError(404, "no such rendition")
@@ -287,9 +303,10 @@ async def ts_media(request: Request, pid: str, name: str) -> Response:
 
 
 @router.get("/mpegts/{pid}/{name}/{file}")
+@router.get("/mpegts/{pid}/t/{token}/{name}/{file}", include_in_schema=False)
 async def ts_segment(request: Request, pid: str, name: str, file: str) -> Response:
     try:
-        output = _output(_node(request), pid)
+        output = await _live(request, pid)
         if not _NAME.match(name) or not _TS.match(file):
             raise PlaybackError(404, "no such segment")
         path: Path = output.ts_dir / name / file
@@ -301,10 +318,11 @@ async def ts_segment(request: Request, pid: str, name: str, file: str) -> Respon
 
 
 @router.get("/videoplatform/streams/{cid}/{sid}/screenshots/last.jpg")
+@router.get("/videoplatform/streams/{cid}/{sid}/t/{token}/screenshots/last.jpg",
+            include_in_schema=False)
 async def screenshot(request: Request, cid: str, sid: str) -> Response:
-    node = _node(request)
     try:
-        output = _output(node, f"{cid}_{sid}")
+        output = await _live(request, f"{cid}_{sid}")
         path = output.screenshot_path
         if not path.is_file():
             raise PlaybackError(404, "no screenshot yet", "3000")

@@ -6,6 +6,8 @@ plays the MPEG-TS HLS. It reads what it needs from the public `GET /streams/{pid
 the DVR window and the projection. hls.js, dash.js and three.js (360°/180° projections) come from npm
 (`package.json`, installed by `make deps` into `node_modules/`) and are served under `/player/vendor/`.
 `?player_id=N` applies a stored player's display settings (settings.py, static/skin.js).
+`/streams/{pid}/t/{token}` (a playback token's `iframe_url`) is the same page with the token in every URL
+it uses; with `playback_signed` on, the page and its info.json answer 403 without a valid token.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ async def _load(node: Node, pid: str) -> Stream | None:
         return await db.get(Stream, sid)
 
 
+async def _refused(node: Node, stream: Stream, token: str | None) -> bool:
+    """True when the request may not play the stream (a signed stream without a valid playback token)."""
+    return not await node.control.playback_guard.allows(stream.id, token)
+
+
 async def _overlays(node: Node, stream_id: int) -> list[dict[str, Any]]:
     async with node.sessionmaker() as db:
         rows = (await db.execute(select(Overlay).where(Overlay.stream_id == stream_id)
@@ -77,13 +84,16 @@ async def _overlays(node: Node, stream_id: int) -> list[dict[str, Any]]:
                  "stretch": bool(o.stretch)} for o in rows]
 
 
-async def stream_info(node: Node, stream: Stream) -> dict[str, Any]:
-    """What a viewer may know about a stream: playback URLs and state, no token, no push URLs.
+async def stream_info(node: Node, stream: Stream, playback_token: str | None = None) -> dict[str, Any]:
+    """What a viewer may know about a stream: playback URLs and state, no push token, no push URLs.
 
     Overlays are public display data (the widgets end up in the picture anyway); `source_width`/`_height`
-    is the pushed frame size the overlay coordinates refer to, null when unknown.
+    is the pushed frame size the overlay coordinates refer to, null when unknown. With a playback token
+    the playback URLs carry it.
     """
     urls = node.urls.stream_urls(stream.id, stream.token)
+    if playback_token is not None:
+        urls.update(node.urls.playback_urls(stream.id, playback_token))
     rt = node.control.status(stream.id)
     return {
         "id": stream.id,
@@ -105,15 +115,20 @@ async def stream_info(node: Node, stream: Stream) -> dict[str, Any]:
 
 
 @router.get("/streams/{pid}/info.json")
+@router.get("/streams/{pid}/t/{token}/info.json", include_in_schema=False)
 async def player_info(request: Request, pid: str) -> Response:
     node = _node(request)
     stream = await _load(node, pid)
     if stream is None:
         return JSONResponse({"error": "no such stream"}, status_code=404, headers=NO_CACHE)
-    return JSONResponse(await stream_info(node, stream), headers=NO_CACHE)
+    token = request.path_params.get("token")
+    if await _refused(node, stream, token):
+        return JSONResponse({"error": "a valid playback token is required"}, status_code=403, headers=NO_CACHE)
+    return JSONResponse(await stream_info(node, stream, token), headers=NO_CACHE)
 
 
 @router.get("/streams/{pid}", response_class=HTMLResponse)
+@router.get("/streams/{pid}/t/{token}", response_class=HTMLResponse, include_in_schema=False)
 async def player_page(request: Request, pid: str,
                       player_id: str | None = Query(None, max_length=16)) -> Response:
     node = _node(request)
@@ -121,9 +136,13 @@ async def player_page(request: Request, pid: str,
     if stream is None:
         return HTMLResponse("<!doctype html><title>Not found</title><p>No such stream.</p>", status_code=404,
                             headers=NO_CACHE)
-    info = await stream_info(node, stream)
+    token = request.path_params.get("token")
+    if await _refused(node, stream, token):
+        return HTMLResponse("<!doctype html><title>Forbidden</title><p>This stream needs a valid playback link.</p>",
+                            status_code=403, headers=NO_CACHE)
+    info = await stream_info(node, stream, token)
     config = {
-        "info_url": f"/streams/{pid}/info.json",
+        "info_url": f"/streams/{pid}/t/{token}/info.json" if token else f"/streams/{pid}/info.json",
         "vendor": {"hls": "/player/vendor/hls.min.js", "dash": "/player/vendor/dash.all.min.js",
                    "three": "/player/vendor/three.module.js"},
         "projection_module": "/player/static/projection.js",

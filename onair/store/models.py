@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+def new_playback_secret() -> str:
+    """The key of a stream's playback tokens (onair.delivery.signing); replaced to revoke them all."""
+    return secrets.token_hex(32)
 
 
 class ApiKey(Base):
@@ -39,6 +45,9 @@ class Stream(Base):
     hls_mpegts_endlist_tag: Mapped[bool] = mapped_column(Boolean, default=True)
     # beyond the spec (CONTRACT.md): seconds a dropped publisher may come back and continue the session
     reconnect_window: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # beyond the spec (CONTRACT.md): playback only with a token (onair.delivery.signing) MACed with the secret
+    playback_signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    playback_secret: Mapped[str] = mapped_column(String(64), default=new_playback_secret)
     html_overlay: Mapped[bool] = mapped_column(Boolean, default=False)
     projection: Mapped[str] = mapped_column(String(16), default="regular")
     quality_set_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
