@@ -32,7 +32,6 @@ class UrlBuilder:
         return int(m[2])
 
     def stream_urls(self, stream_id: int, token: str) -> dict[str, str]:
-        pid = self.public_id(stream_id)
         base = self.http_base
         rtmp = f"rtmp://{self.host}:{self.rtmp_port}/in"
         srt = f"srt://{self.host}:{self.srt_port}"
@@ -42,11 +41,7 @@ class UrlBuilder:
             "push_url_srt": f"{srt}?streamid={stream_id}#{token}",
             "backup_push_url_srt": f"{srt}?streamid={stream_id}b#{token}",
             "push_url_whip": f"{base}/whip/{stream_id}_{token}/whip",
-            "hls_cmaf_url": f"{base}/cmaf/{pid}/master.m3u8",
-            "dash_url": f"{base}/cmaf/{pid}/index.mpd",
-            "hls_mpegts_url": f"{base}/mpegts/{pid}/master_mpegts.m3u8",
-            "iframe_url": f"{base}/streams/{pid}",
-            "screenshot": f"{base}/videoplatform/streams/{self.client_id}/{stream_id}/screenshots/last.jpg",
+            **self._playback(stream_id, ""),
         }
 
     def playback_urls(self, stream_id: int, playback_token: str) -> dict[str, str]:
@@ -55,16 +50,18 @@ class UrlBuilder:
         Playlists name everything relative to themselves, so what a player resolves from these carries it too.
         `whep_url` is where WHEP playback will answer (`/whep/{pid}/t/{token}/whep`).
         """
+        t = f"/t/{playback_token}"
+        return {**self._playback(stream_id, t), "whep_url": f"{self.http_base}/whep/{self.public_id(stream_id)}{t}/whep"}
+
+    def _playback(self, stream_id: int, t: str) -> dict[str, str]:
         pid = self.public_id(stream_id)
         base = self.http_base
-        t = f"t/{playback_token}"
         return {
-            "hls_cmaf_url": f"{base}/cmaf/{pid}/{t}/master.m3u8",
-            "hls_mpegts_url": f"{base}/mpegts/{pid}/{t}/master_mpegts.m3u8",
-            "dash_url": f"{base}/cmaf/{pid}/{t}/index.mpd",
-            "iframe_url": f"{base}/streams/{pid}/{t}",
-            "whep_url": f"{base}/whep/{pid}/{t}/whep",
-            "screenshot": f"{base}/videoplatform/streams/{self.client_id}/{stream_id}/{t}/screenshots/last.jpg",
+            "hls_cmaf_url": f"{base}/cmaf/{pid}{t}/master.m3u8",
+            "dash_url": f"{base}/cmaf/{pid}{t}/index.mpd",
+            "hls_mpegts_url": f"{base}/mpegts/{pid}{t}/master_mpegts.m3u8",
+            "iframe_url": f"{base}/streams/{pid}{t}",
+            "screenshot": f"{base}/videoplatform/streams/{self.client_id}/{stream_id}{t}/screenshots/last.jpg",
         }
 
     def video_urls(self, slug: str) -> dict[str, str]:
