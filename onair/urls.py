@@ -51,7 +51,8 @@ class UrlBuilder:
         `whep_url` is where WHEP playback will answer (`/whep/{pid}/t/{token}/whep`).
         """
         t = f"/t/{playback_token}"
-        return {**self._playback(stream_id, t), "whep_url": f"{self.http_base}/whep/{self.public_id(stream_id)}{t}/whep"}
+        whep = f"{self.http_base}/whep/{self.public_id(stream_id)}{t}/whep"
+        return {**self._playback(stream_id, t), "whep_url": whep}
 
     def _playback(self, stream_id: int, t: str) -> dict[str, str]:
         pid = self.public_id(stream_id)
