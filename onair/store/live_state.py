@@ -21,7 +21,7 @@ from onair.hub.events import FeedSwitched, HubEvent, PublisherEnded, PublisherLi
 from onair.store.models import Stream
 from onair.timeutil import utcnow
 
-__all__ = ["LiveStateHook", "LiveStateWriter", "StaleLiveHook", "reset_stale_live_state"]
+__all__ = ["LiveStateHook", "LiveStateWriter", "StaleLiveHook"]
 
 log = logging.getLogger("onair.store.live_state")
 
@@ -115,7 +115,3 @@ class LiveStateWriter:
                 await hook(db, stale)
             await db.commit()
 
-
-async def reset_stale_live_state(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-    """No ingest survives a restart: streams marked live by a previous run are finished now."""
-    await LiveStateWriter(sessionmaker).reset_stale()
