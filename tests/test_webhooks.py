@@ -223,6 +223,9 @@ def test_failed_deliveries_are_retried_across_a_restart(make_server: Callable[..
         assert row["attempts"] == 3 and row["last_status_code"] == 200 and row["last_error"] is None, row
         assert row["event_id"] == first["event_id"] and row["delivered_at"] and row["next_retry_at"] is None
         assert len(deliveries(srv, hook["id"])) == 1
+        with srv.client() as c:  # a webhook goes with its deliveries
+            assert c.delete(f"/streaming/webhooks/{hook['id']}").status_code == 204
+            assert c.get(f"/streaming/webhooks/{hook['id']}/deliveries").status_code == 404
         secret_not_logged(srv, hook["secret"])
     finally:
         receiver.close()
