@@ -41,7 +41,7 @@ def _check_url(url: str) -> str:
 def _check_events(events: list[str]) -> list[str]:
     unknown = [e for e in events if e not in EVENT_TYPES]
     if unknown:
-        raise ValueError(f"unknown event type {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}")
+        raise ValueError(f"unknown event type {unknown[0][:64]!r}; known: {', '.join(EVENT_TYPES)}")
     if not events:
         raise ValueError("must name at least one event type")
     return [e for e in EVENT_TYPES if e in events]  # each once, in a fixed order
