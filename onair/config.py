@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     whip_loopback_candidates: bool | None = Field(
         None, description="offer 127.0.0.1 as a WHIP ICE candidate; unset: only when BIND is loopback")
 
+    # outbound connections: webhooks (PULL sources and restream targets share the setting)
+    allow_private_targets: bool = Field(
+        False, description="allow outbound connections (PULL sources, restream targets, webhooks) to loopback, "
+                           "private and link-local addresses")
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

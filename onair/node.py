@@ -24,6 +24,8 @@ from onair.outputs.library import VideoLibrary
 from onair.outputs.recorder import RecordingOutput
 from onair.outputs.recording import Recordings
 from onair.outputs.restream import Restreams
+from onair.outputs.webhooks import WebhookSender
+from onair.store.live_state import LiveStateWriter
 from onair.store.models import Stream
 from onair.store.samples import StatsSampler
 from onair.urls import UrlBuilder
@@ -131,6 +133,8 @@ class Node:
     control: LiveControl
     library: VideoLibrary
     sampler: StatsSampler
+    live_state: LiveStateWriter
+    webhooks: WebhookSender
     api_key_hashes: set[str] = field(default_factory=set)
     region: str = "local"
     listeners_ready: asyncio.Event = field(default_factory=asyncio.Event)

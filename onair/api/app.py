@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onair import __version__
-from onair.api import clips, documents, errors, overlays, quality_sets, statistics, streams, videos
+from onair.api import clips, documents, errors, overlays, quality_sets, statistics, streams, videos, webhooks
 from onair.api.deps import require_api_key
 from onair.api.ratelimit import FailureLimiter
 from onair.node import Node
@@ -63,7 +63,7 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
     auth = [Depends(require_api_key)]
     for module_router in (streams.router, overlays.router, clips.router, quality_sets.router,
                           documents.broadcasts, documents.restreams, documents.players, videos.router,
-                          statistics.router):
+                          statistics.router, webhooks.router):
         app.include_router(module_router, dependencies=auth)
 
     @app.get("/healthz", tags=["ops"])

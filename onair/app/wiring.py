@@ -14,6 +14,7 @@ import ssl
 from prometheus_client import Gauge
 from sqlalchemy import select
 
+from onair.api.webhook_events import WebhookEvents
 from onair.config import Settings
 from onair.delivery.signing import PlaybackGuard
 from onair.hub.registry import StreamHub
@@ -26,12 +27,14 @@ from onair.outputs.library import VideoLibrary
 from onair.outputs.recorder import RecordingOutput
 from onair.outputs.recording import Recordings
 from onair.outputs.restream import Restreams
+from onair.outputs.webhooks import WebhookSender
 from onair.store.api_keys import hash_key
 from onair.store.catalog import StoreCatalog, seed_quality_sets
 from onair.store.db import make_engine, make_sessionmaker, migrate
-from onair.store.live_state import LiveStateWriter, reset_stale_live_state
+from onair.store.live_state import LiveStateWriter
 from onair.store.models import ApiKey, Stream
 from onair.store.samples import StatsSampler
+from onair.store.webhooks import Outbox
 from onair.timeutil import utcnow
 from onair.urls import UrlBuilder
 
@@ -65,6 +68,7 @@ async def create_node(settings: Settings) -> Node:
     engine = make_engine(settings.resolved_database_url)
     await migrate(engine)
     sessionmaker = make_sessionmaker(engine)
+    outbox = Outbox()
     urls = UrlBuilder(settings.public_host, 0, 0, 0, 0, settings.client_id)
     library = VideoLibrary(settings.data_dir / "videos", urls)
     hub = StreamHub(settings, StoreCatalog(sessionmaker))
@@ -74,7 +78,8 @@ async def create_node(settings: Settings) -> Node:
                                min_free_mb=settings.min_free_mb, max_seconds=settings.recording_max_seconds)
     restreams = Restreams(hub, sessionmaker, settings.ffmpeg)
     dvr = DvrOutput(hub)
-    hub.events.subscribe(LiveStateWriter(sessionmaker))
+    live_state = LiveStateWriter(sessionmaker)
+    hub.events.subscribe(live_state)
     hub.events.subscribe(dvr)
     hub.events.subscribe(recorder)
     hub.events.subscribe(restreams)
@@ -82,16 +87,25 @@ async def create_node(settings: Settings) -> Node:
                           Clipper(sessionmaker, library, recordings, settings.ffmpeg), dvr,
                           PlaybackGuard(sessionmaker))
     node = Node(settings=settings, engine=engine, sessionmaker=sessionmaker, ports=Ports(), urls=urls, hub=hub,
-                control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period))
+                control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period),
+                live_state=live_state,
+                webhooks=WebhookSender(sessionmaker, outbox.wake, allow_private=settings.allow_private_targets))
+    # webhook events are written by the writers of the state they report, in the same transaction
+    webhook_events = WebhookEvents(node, outbox)
+    live_state.add_hook(webhook_events.live_state)
+    live_state.add_stale_hook(webhook_events.stale_streams)
+    recordings.add_ready_hook(webhook_events.video_ready)
     VIEWERS.set_function(control.total_viewers)
     async with sessionmaker() as db:
         await seed_quality_sets(db)
-    await reset_stale_live_state(sessionmaker)
     return node
 
 
 async def start_node(node: Node) -> None:
     """Live work starts once the listeners are bound: the key directory, failover, PULLs, recovery."""
+    # streams a previous run left live are finished; here, not at creation, so the stream.idle webhooks
+    # carry the URLs with the bound ports (a push that came in meanwhile writes its own state)
+    await node.live_state.reset_stale(keep={s.stream_id for s in node.hub.streams()})
     async with node.sessionmaker() as db:
         for stream in (await db.execute(select(Stream))).scalars():
             node.hub.directory.update(stream)
@@ -100,6 +114,7 @@ async def start_node(node: Node) -> None:
     node.control.recorder.run()
     await node.control.pulls.start()
     await node.control.recordings.recover()  # recordings a crashed run left behind go into the library
+    node.webhooks.start()  # deliveries a previous run left pending go out now
 
 
 async def stop_node(node: Node) -> None:
@@ -109,6 +124,7 @@ async def stop_node(node: Node) -> None:
     await node.control.restreams.shutdown()
     await node.hub.shutdown()
     await node.control.recordings.shutdown()
+    await node.webhooks.stop()  # last: the hub's final events (stream.idle) may still go out
 
 
 async def bootstrap_api_key(node: Node) -> str | None:

@@ -14,6 +14,7 @@ import logging
 import secrets
 import shutil
 import string
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from onair.hub.live_stream import LiveStream
 
 log = logging.getLogger("onair.outputs.recording")
+
+VideoReadyHook = Callable[[AsyncSession, Video], Awaitable[None]]
 
 GRACE_S = 10.0  # R50
 _SLUG = string.ascii_letters + string.digits
@@ -57,12 +60,17 @@ class Recordings:
         self.active: dict[int, Recording] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.finished: dict[int, asyncio.Event] = {}  # video id → set once the files are in the library
+        # called with the session and the Video before the commit that makes it ready (the webhook outbox)
+        self.ready_hooks: list[VideoReadyHook] = []
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def add_ready_hook(self, hook: VideoReadyHook) -> None:
+        self.ready_hooks.append(hook)
 
     def duration(self, stream_id: int) -> float | None:
         rec = self.active.get(stream_id)
@@ -253,7 +261,20 @@ class Recordings:
                                            "bytes": size, "recovered": recovered})
 
     async def set_video(self, video_id: int, *, name: str | None = None, slug: str | None = None,
-                         journal: dict[str, Any] | None = None, **values: Any) -> None:
+                        journal: dict[str, Any] | None = None, **values: Any) -> None:
+        """Update a Video; the ready hooks add their rows to the transaction that makes it ready. A failing
+        hook costs its rows, never the Video's state: it is then written without the hooks."""
+        hooks = self.ready_hooks if values.get("status") == "ready" else []
+        try:
+            await self._set_video(video_id, name, slug, journal, values, hooks)
+        except Exception:
+            if not hooks:
+                raise
+            log.exception("a video-ready hook failed: writing the Video without it", extra={"video_id": video_id})
+            await self._set_video(video_id, name, slug, journal, values, [])
+
+    async def _set_video(self, video_id: int, name: str | None, slug: str | None, journal: dict[str, Any] | None,
+                         values: dict[str, Any], hooks: list[VideoReadyHook]) -> None:
         async with self.sessionmaker() as db:
             video = await db.get(Video, video_id)
             if video is None and journal is not None and slug is not None:
@@ -271,4 +292,6 @@ class Recordings:
             if name is not None:
                 video.name = name
             video.updated_at = utcnow()
+            for hook in hooks:
+                await hook(db, video)
             await db.commit()
