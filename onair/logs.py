@@ -166,5 +166,6 @@ def setup(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "aiosqlite", "sqlalchemy.engine"):
+    # httpx logs every request with its full URL at INFO; a webhook receiver's URL may carry credentials
+    for noisy in ("uvicorn.access", "aiosqlite", "sqlalchemy.engine", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -157,8 +157,6 @@ class WebhookSender:
     def start(self) -> None:
         if self.loop_task is not None:
             return
-        # httpx logs every request with its full URL at INFO; a receiver's URL may carry its own credentials
-        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").getEffectiveLevel()))
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(REQUEST_TIMEOUT_S), follow_redirects=False, trust_env=False,
             limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
