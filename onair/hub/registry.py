@@ -139,7 +139,7 @@ class StreamHub:
     # -- PublisherSink: what publishers report ------------------------------------------------------
     async def publisher_data(self, publisher: Publisher, data: bytes) -> None:
         stream = self._streams.get(publisher.stream_id)
-        if stream is None or publisher not in stream.publishers:
+        if stream is None or publisher.ended:  # an ended publisher is detached from its stream
             return
         if not publisher.announced:
             publisher.announced = True
