@@ -7,11 +7,12 @@ output that reads the stream row sees it current.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
 import ssl
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from onair.config import Settings
 from onair.hub.registry import StreamHub
@@ -32,6 +33,8 @@ from onair.store.models import ApiKey, Stream
 from onair.store.samples import StatsSampler
 from onair.timeutil import utcnow
 from onair.urls import UrlBuilder
+
+log = logging.getLogger("onair.app.wiring")
 
 __all__ = ["bind_tcp", "bootstrap_api_key", "create_node", "start_node", "stop_node", "tls_context"]
 
@@ -121,8 +124,15 @@ async def bootstrap_api_key(node: Node) -> str | None:
             generated = key
     digest = hash_key(key)
     async with node.sessionmaker() as db:
+        # one operator key: a key configured before (or generated) stops working when another replaces it
+        old = list((await db.execute(select(ApiKey.id).where(ApiKey.key_hash != digest))).scalars())
+        if old:
+            await db.execute(delete(ApiKey).where(ApiKey.id.in_(old)))
         if (await db.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar() is None:
             db.add(ApiKey(key_hash=digest, created_at=utcnow()))
-            await db.commit()
-        node.api_key_hashes.update((await db.execute(select(ApiKey.key_hash))).scalars())
+        await db.commit()
+    if old:
+        log.info("operator API key replaced: the previous key is revoked", extra={"revoked": len(old)})
+    node.api_key_hashes.clear()
+    node.api_key_hashes.add(digest)
     return generated
