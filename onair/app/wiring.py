@@ -72,7 +72,7 @@ async def create_node(settings: Settings) -> Node:
     recorder = RecordingOutput(hub, recordings, sessionmaker, data_dir=settings.data_dir,
                                min_free_mb=settings.min_free_mb, max_seconds=settings.recording_max_seconds)
     restreams = Restreams(hub, sessionmaker, settings.ffmpeg)
-    dvr = DvrOutput(hub)
+    dvr = DvrOutput(hub, min_free_mb=settings.min_free_mb / 4)  # recordings close first (at half)
     hub.events.subscribe(LiveStateWriter(sessionmaker))
     hub.events.subscribe(dvr)
     hub.events.subscribe(recorder)
