@@ -107,6 +107,10 @@ class LiveControl:
         """Returns the id of the Video the recording became, None when nothing was recording."""
         return await self.recordings.stop(stream_id)
 
+    async def video_deleted(self, video_id: int) -> None:
+        """A Video was deleted: the recording feeding it stops and is never finished into the library."""
+        await self.recordings.discard(video_id)
+
     async def clip_requested(self, clip_id: str) -> int | None:
         """Schedules the cut; returns the id of the Video made for a vod_required clip."""
         return await self.clips.requested(clip_id, self.hub)
