@@ -6,16 +6,20 @@ and nowhere else, from what the hub announces (onair.hub.events).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.hub.events import FeedSwitched, HubEvent, PublisherEnded, PublisherLive
+from onair.store.db import disk_full
 from onair.store.models import Stream
 from onair.timeutil import utcnow
 
 __all__ = ["LiveStateWriter", "reset_stale_live_state"]
+
+log = logging.getLogger("onair.store.live_state")
 
 
 class LiveStateWriter:
@@ -43,9 +47,16 @@ class LiveStateWriter:
         return values
 
     async def _write(self, stream_id: int, values: dict[str, Any]) -> None:
-        async with self.sessionmaker() as db:
-            await db.execute(update(Stream).where(Stream.id == stream_id).values(**values))
-            await db.commit()
+        try:
+            async with self.sessionmaker() as db:
+                await db.execute(update(Stream).where(Stream.id == stream_id).values(**values))
+                await db.commit()
+        except Exception as exc:
+            if not disk_full(exc):
+                raise
+            # the stream goes on; its row catches up at the next change (and at start-up, reset_stale_live_state)
+            log.warning("disk full: the live state of a stream is not stored", extra={"stream_id": stream_id,
+                                                                                     "state": sorted(values)})
 
 
 async def reset_stale_live_state(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
