@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     whip_loopback_candidates: bool | None = Field(
         None, description="offer 127.0.0.1 as a WHIP ICE candidate; unset: only when BIND is loopback")
 
+    # outbound connections (PULL sources, restream targets)
+    allow_private_targets: bool = Field(
+        False, description="let PULL sources and restream targets be loopback, private, link-local or metadata "
+                           "addresses (off: only public ones)")
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -17,6 +17,7 @@ from onair.config import Settings
 from onair.hub.live_stream import LiveStatus
 from onair.hub.registry import StreamHub
 from onair.ingest.pull import PullManager
+from onair.outbound import Outbound
 from onair.outputs.clips import Clipper
 from onair.outputs.dvr import DvrOutput
 from onair.outputs.library import VideoLibrary
@@ -127,6 +128,7 @@ class Node:
     control: LiveControl
     library: VideoLibrary
     sampler: StatsSampler
+    outbound: Outbound
     api_key_hashes: set[str] = field(default_factory=set)
     region: str = "local"
     listeners_ready: asyncio.Event = field(default_factory=asyncio.Event)

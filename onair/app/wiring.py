@@ -19,6 +19,7 @@ from onair.hub.registry import StreamHub
 from onair.ingest.pull import PullManager
 from onair.ingest.tls import ensure_certificate
 from onair.node import LiveControl, Node, Ports
+from onair.outbound import Outbound
 from onair.outputs.clips import Clipper
 from onair.outputs.dvr import DvrOutput
 from onair.outputs.library import VideoLibrary
@@ -71,16 +72,18 @@ async def create_node(settings: Settings) -> Node:
                             min_free_mb=settings.min_free_mb)
     recorder = RecordingOutput(hub, recordings, sessionmaker, data_dir=settings.data_dir,
                                min_free_mb=settings.min_free_mb, max_seconds=settings.recording_max_seconds)
-    restreams = Restreams(hub, sessionmaker, settings.ffmpeg)
+    outbound = Outbound(allow_private=settings.allow_private_targets)
+    restreams = Restreams(hub, sessionmaker, settings.ffmpeg, outbound)
     dvr = DvrOutput(hub, min_free_mb=settings.min_free_mb / 4)  # recordings close first (at half)
     hub.events.subscribe(LiveStateWriter(sessionmaker))
     hub.events.subscribe(dvr)
     hub.events.subscribe(recorder)
     hub.events.subscribe(restreams)
-    control = LiveControl(hub, PullManager(hub, sessionmaker, settings), restreams, recordings, recorder,
+    control = LiveControl(hub, PullManager(hub, sessionmaker, settings, outbound), restreams, recordings, recorder,
                           Clipper(sessionmaker, library, recordings, settings.ffmpeg), dvr)
     node = Node(settings=settings, engine=engine, sessionmaker=sessionmaker, ports=Ports(), urls=urls, hub=hub,
-                control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period))
+                control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period),
+                outbound=outbound)
     async with sessionmaker() as db:
         await seed_quality_sets(db)
     await reset_stale_live_state(sessionmaker)
@@ -104,6 +107,7 @@ async def stop_node(node: Node) -> None:
     await node.control.recorder.stop()
     await node.control.pulls.stop()
     await node.control.restreams.shutdown()
+    await node.outbound.close()
     await node.hub.shutdown()
     await node.control.recordings.shutdown()
 
