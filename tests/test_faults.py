@@ -275,6 +275,8 @@ def test_full_disk_keeps_the_live_stream_serving(tmp_path: Any) -> None:
 
         wait_until(lambda: last_part()[0] >= 2, 20, what="a few segments")
         restarts = _metric(srv, "onair_transcoder_restarts_total")
+        assert _metric(srv, "onair_asyncio_tasks") > 0  # what the soak watches for leaks
+        assert httpx.get(srv.base_url + "/healthz", timeout=5).json()["asyncio_tasks"] > 0
         _fill_disk(disk)
         t0 = time.monotonic()
         # 20 s on the full disk: ten MPEG-TS segments, DVR segments and screenshots that cannot be written
