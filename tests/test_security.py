@@ -191,3 +191,10 @@ def test_new_operator_key_revokes_the_old_one(make_server: Any) -> None:
     assert status("operator-key-B-0123456789") == 200
     assert status("operator-key-A-0123456789") == 401
     assert status(API_KEY) == 401
+    # unset: the generated key (stored in the data dir) becomes the operator key, and B stops working
+    srv.stop()
+    srv.settings["api_key"] = ""
+    srv.start()
+    generated = (srv.data_dir / "api_key").read_text().strip()
+    assert generated and status(generated) == 200
+    assert status("operator-key-B-0123456789") == 401

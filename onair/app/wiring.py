@@ -116,7 +116,7 @@ async def bootstrap_api_key(node: Node) -> str | None:
     """Make sure the operator key exists; returns a newly generated key so the caller can print it once."""
     settings = node.settings
     generated: str | None = None
-    key = settings.api_key
+    key = settings.api_key or None  # set but empty: as unset
     key_file = settings.data_dir / "api_key"
     if key is None:
         if key_file.exists():
