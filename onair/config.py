@@ -49,10 +49,10 @@ class Settings(BaseSettings):
     whip_loopback_candidates: bool | None = Field(
         None, description="offer 127.0.0.1 as a WHIP ICE candidate; unset: only when BIND is loopback")
 
-    # outbound connections: webhooks (PULL sources and restream targets share the setting)
+    # outbound connections: PULL sources, restream targets, webhooks
     allow_private_targets: bool = Field(
         False, description="allow outbound connections (PULL sources, restream targets, webhooks) to loopback, "
-                           "private and link-local addresses")
+                           "private, link-local and metadata addresses (off: only public ones)")
 
     @property
     def resolved_database_url(self) -> str:

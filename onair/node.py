@@ -18,6 +18,7 @@ from onair.delivery.signing import PlaybackGuard
 from onair.hub.live_stream import LiveStatus
 from onair.hub.registry import StreamHub
 from onair.ingest.pull import PullManager
+from onair.outbound import Outbound
 from onair.outputs.clips import Clipper
 from onair.outputs.dvr import DvrOutput
 from onair.outputs.library import VideoLibrary
@@ -117,6 +118,10 @@ class LiveControl:
         """Returns the id of the Video the recording became, None when nothing was recording."""
         return await self.recordings.stop(stream_id)
 
+    async def video_deleted(self, video_id: int) -> None:
+        """A Video was deleted: the recording feeding it stops and is never finished into the library."""
+        await self.recordings.discard(video_id)
+
     async def clip_requested(self, clip_id: str) -> int | None:
         """Schedules the cut; returns the id of the Video made for a vod_required clip."""
         return await self.clips.requested(clip_id, self.hub)
@@ -135,6 +140,7 @@ class Node:
     sampler: StatsSampler
     live_state: LiveStateWriter
     webhooks: WebhookSender
+    outbound: Outbound
     api_key_hashes: set[str] = field(default_factory=set)
     region: str = "local"
     listeners_ready: asyncio.Event = field(default_factory=asyncio.Event)

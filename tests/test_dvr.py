@@ -123,3 +123,57 @@ def test_dvr_window_clip_and_auto_record(server: OnairServer) -> None:
     finally:
         stop(publisher)
         http.close()
+
+
+def _dvr_files(server: OnairServer, sid: int) -> list[str]:
+    root = server.data_dir / "live" / str(sid) / "dvr"
+    return sorted(str(p.relative_to(root)) for p in root.glob("*/seg*.m4s"))
+
+
+def test_dvr_cleanup_in_every_state(server: OnairServer) -> None:
+    """dvr_cleanup answers 204 on a stream never live, live, and just ended (and then really cleans the
+    playlists and the disk); 404 once the stream is deleted."""
+    stream = api(server, "POST", "/streaming/streams", json={
+        "name": "dvr cleanup", "active": True, "dvr_enabled": True, "dvr_duration": 60})
+    sid = stream["id"]
+    with server.client() as c:
+        assert c.put(f"/streaming/streams/{sid}/dvr_cleanup").status_code == 204  # never live
+    publisher = push_rtmp(stream["push_url"], size="320x240", rate=15, seconds=24)
+    http = httpx.Client(timeout=30)
+    try:
+        master_url = stream["hls_cmaf_url"]
+        master = wait_until(lambda: (r := http.get(master_url)).status_code == 200 and r.text, 20, what="master")
+        media_url = parse_master(master, master_url)[0]["uri"]
+        with server.client() as c:
+            assert c.put(f"/streaming/streams/{sid}/dvr_cleanup").status_code == 204  # live
+        ts_master = wait_until(lambda: (r := http.get(stream["hls_mpegts_url"])).status_code == 200 and r.text, 20,
+                               what="ts master")
+        ts_url = parse_master(ts_master, stream["hls_mpegts_url"])[0]["uri"]
+        assert publisher.wait(60) == 0
+        wait_until(lambda: not api(server, "GET", f"/streaming/streams/{sid}")["live"], 15, what="push ended")
+        before = http.get(media_url).text
+        assert len([u for u in uris(before) if u.endswith(".m4s")]) > 4, before
+        assert len([u for u in uris(http.get(ts_url).text) if ".ts" in u]) > 4
+        assert len(_dvr_files(server, sid)) > 4
+        oldest = next(u for u in uris(before) if u.endswith(".m4s"))
+        assert http.get(media_url.rsplit("/", 1)[0] + "/" + oldest).status_code == 200
+
+        with server.client() as c:
+            r = c.put(f"/streaming/streams/{sid}/dvr_cleanup")  # just ended
+            assert r.status_code == 204, r.text
+        after = http.get(media_url).text
+        assert len([u for u in uris(after) if u.endswith(".m4s")]) <= 3, after
+        ts_after = http.get(ts_url).text
+        assert len([u for u in uris(ts_after) if ".ts" in u]) <= 3, ts_after
+        assert http.get(media_url.rsplit("/", 1)[0] + "/" + oldest).status_code == 404
+        # per track, only the kept live edge stays on disk
+        wait_until(lambda: len(_dvr_files(server, sid)) <= 3 * len(parse_master(master, master_url)) + 3, 10,
+                   what=f"DVR files removed: {_dvr_files(server, sid)}")
+
+        with server.client() as c:
+            assert c.delete(f"/streaming/streams/{sid}").status_code == 204
+            assert c.put(f"/streaming/streams/{sid}/dvr_cleanup").status_code == 404  # deleted
+    finally:
+        stop(publisher)
+        http.close()
+    assert "Traceback" not in server.log_path.read_text(errors="replace")

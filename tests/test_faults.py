@@ -227,3 +227,81 @@ def test_killed_transcoder_output_resumes_within_5s(make_server: Any) -> None:
         assert msns == sorted(msns) and len(set(msns)) == len(msns), "media sequence keeps growing"
     finally:
         stop(pub)
+
+
+def _fill_disk(path: Any) -> None:
+    """Leave no free byte on the file system of `path`."""
+    import shutil
+    import subprocess
+
+    free = shutil.disk_usage(path).free
+    if free > 2**20:
+        subprocess.run(["fallocate", "-l", str(free - 2**19), str(path / "filler")], check=True)
+    try:
+        with open(path / "filler2", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:
+        pass  # full
+
+
+def test_full_disk_keeps_the_live_stream_serving(tmp_path: Any) -> None:
+    """DVR segments, MPEG-TS HLS and screenshots on a disk that fills up: those writes stop, the LL-HLS
+    output (from memory) keeps serving new parts, the transcoder is not restarted, the log says why."""
+    import re
+    import subprocess
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, 160):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    srv = OnairServer(disk / "data", min_free_mb=40)
+    srv.log_path = tmp_path / "server.log"  # the log must not be on the full disk
+    pub = None
+    http = httpx.Client(timeout=15)
+    try:
+        srv.start()
+        stream = _stream(srv, dvr_enabled=True, dvr_duration=60)
+        pub = push_rtmp(stream["push_url"], size="320x240", rate=15)
+        master = wait_until(lambda: (r := http.get(stream["hls_cmaf_url"])).status_code == 200 and r.text, 20,
+                            what="master")
+        media_url = stream["hls_cmaf_url"].rsplit("/", 1)[0] + "/" + next(
+            ln for ln in master.splitlines() if ln.endswith("index.m3u8") and not ln.startswith("#"))
+
+        def last_part() -> tuple[int, int]:
+            text = http.get(media_url).text
+            parts = re.findall(r'URI="part(\d+)\.(\d+)\.m4s"', text.split("#EXT-X-PRELOAD-HINT")[0])
+            return max((int(a), int(b)) for a, b in parts)
+
+        wait_until(lambda: last_part()[0] >= 2, 20, what="a few segments")
+        restarts = _metric(srv, "onair_transcoder_restarts_total")
+        assert _metric(srv, "onair_asyncio_tasks") > 0  # what the soak watches for leaks
+        assert httpx.get(srv.base_url + "/healthz", timeout=5).json()["asyncio_tasks"] > 0
+        _fill_disk(disk)
+        t0 = time.monotonic()
+        # 20 s on the full disk: ten MPEG-TS segments, DVR segments and screenshots that cannot be written
+        seen = last_part()
+        while time.monotonic() - t0 < 20:
+            seen = wait_until(lambda s=seen: (p := last_part()) > s and p, 5, what="new LL-HLS parts on a full disk")
+        part = http.get(media_url.rsplit("/", 1)[0] + f"/part{seen[0]}.{seen[1]}.m4s")
+        assert part.status_code == 200 and len(part.content) > 0
+        assert _get(srv, stream["id"])["live"]
+        assert _metric(srv, "onair_transcoder_restarts_total") == restarts, srv.log_tail()
+        assert httpx.get(srv.base_url + "/healthz", timeout=5).json()["status"] == "ok"
+        log = srv.log_path.read_text(errors="replace")
+        assert "disk full" in log, srv.log_tail()
+        assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
+        assert "exited unexpectedly" not in log
+    finally:
+        http.close()
+        if pub is not None:
+            stop(pub)
+        srv.stop()
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _metric(srv: OnairServer, name: str) -> float:
+    import re
+
+    text = httpx.get(srv.base_url + "/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))

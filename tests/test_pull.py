@@ -22,7 +22,7 @@ def srt_source(port: int) -> subprocess.Popen[bytes]:
 
 
 def test_pull_round_robin_and_switch_off(make_server) -> None:  # type: ignore[no-untyped-def]
-    srv: OnairServer = make_server(pull_stall_timeout=3).start()
+    srv: OnairServer = make_server(pull_stall_timeout=3, allow_private_targets=True).start()
     dead = f"rtmp://127.0.0.1:{free_port()}/live/gone"
     port = free_port()
     source = srt_source(port)
@@ -52,7 +52,7 @@ def test_pull_round_robin_and_switch_off(make_server) -> None:  # type: ignore[n
 
 
 def test_pull_inactivity_switches_stream_off(make_server) -> None:  # type: ignore[no-untyped-def]
-    srv: OnairServer = make_server(pull_inactivity_timeout=4).start()
+    srv: OnairServer = make_server(pull_inactivity_timeout=4, allow_private_targets=True).start()
     dead = f"rtmp://127.0.0.1:{free_port()}/live/gone"
     stream = create_stream(srv, pull=True, uri=dead)
     s = wait_until(lambda: not (x := get_stream(srv, stream["id"]))["active"] and x, 30, what="active=false")
@@ -61,7 +61,7 @@ def test_pull_inactivity_switches_stream_off(make_server) -> None:  # type: igno
 
 def test_pull_from_https_hls(make_server) -> None:  # type: ignore[no-untyped-def]
     """An HLS source (here the node's own MPEG-TS HLS of a pushed stream) is pulled; type `https`."""
-    srv: OnairServer = make_server().start()
+    srv: OnairServer = make_server(allow_private_targets=True).start()
     source_stream = create_stream(srv)
     pub = push_rtmp(source_stream["push_url"], size="320x240", rate=15)
     try:

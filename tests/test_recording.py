@@ -108,3 +108,52 @@ def test_long_recording_is_split(make_server) -> None:  # type: ignore[no-untype
     durations = sorted(int(v["duration"]) for v in videos)  # type: ignore[call-overload]
     assert len(videos) >= 2 and sum(durations) >= 9000, durations
     assert all(d <= 8000 for d in durations[:-1]), durations
+
+
+def test_deleted_video_stops_its_recording_and_stays_deleted(make_server: Callable[..., OnairServer]) -> None:
+    """A Video deleted while it is recorded (auto_record) or while it is being finished never comes back."""
+    import json
+
+    srv = make_server().start()
+    stream = api(srv, "POST", "/streaming/streams", json={"name": "deleted", "active": True, "auto_record": True})
+    sid = stream["id"]
+    publisher = push_rtmp(stream["push_url"], size="320x240", rate=15)
+
+    def discarded(vid: int) -> bool:
+        lines = [json.loads(ln) for ln in srv.log_path.read_text(errors="replace").splitlines() if ln.startswith("{")]
+        return any(x.get("video_id") == vid and "its Video was deleted" in x.get("msg", "") for x in lines)
+
+    try:
+        wait_until(lambda: (stream_state(srv, sid)["recording_duration"] or 0) > 2, 30, what="auto recording")
+        [recorded] = api(srv, "GET", "/streaming/videos", params={"stream_id": sid})
+        with srv.client() as c:
+            assert c.delete(f"/streaming/videos/{recorded['id']}").status_code == 204
+        # the recording stops at once; the stream stays live
+        wait_until(lambda: stream_state(srv, sid)["recording_duration"] is None, 10, what="recording stopped")
+        assert stream_state(srv, sid)["live"]
+
+        # deleted while being finished: stop_recording, then DELETE at once
+        with srv.client() as c:
+            assert c.put(f"/streaming/streams/{sid}/start_recording").status_code == 204
+        wait_until(lambda: (stream_state(srv, sid)["recording_duration"] or 0) > 3, 30, what="manual recording")
+        finishing = api(srv, "PUT", f"/streaming/streams/{sid}/stop_recording")
+        with srv.client() as c:
+            assert c.delete(f"/streaming/videos/{finishing['id']}").status_code == 204
+    finally:
+        stop(publisher)
+    ids = (recorded["id"], finishing["id"])
+
+    def settled() -> bool:
+        back = [v for v in api(srv, "GET", "/streaming/videos", params={"stream_id": sid}) if v["id"] in ids]
+        assert not back, f"a deleted Video came back: {back}"
+        return all(discarded(vid) for vid in ids)
+
+    # past the recording grace period (10 s) and the finishing of both
+    wait_until(settled, 60, what="both recordings dropped")
+    with srv.client() as c:
+        for vid in ids:
+            assert c.get(f"/streaming/videos/{vid}").status_code == 404
+    left = [p.name for p in (srv.data_dir / "recordings").iterdir() if p.name.split("_", 1)[0] in map(str, ids)]
+    assert not left, left
+    assert not any((srv.data_dir / "videos" / v["slug"]).exists() for v in (recorded, finishing) if v.get("slug"))
+    assert "Traceback" not in srv.log_path.read_text(errors="replace")

@@ -63,7 +63,7 @@ def metric(srv: OnairServer, name: str) -> float:
 
 
 def test_restream_to_another_node(make_server: Callable[..., OnairServer]) -> None:
-    a = make_server("a").start()
+    a = make_server("a", allow_private_targets=True).start()  # B is on 127.0.0.1
     b = make_server("b").start()
     x = create_stream(a, name="source")
     plain, silent, hush, over_srt, top = (create_stream(b, name=n)

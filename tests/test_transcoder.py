@@ -141,7 +141,11 @@ def test_build_command_720p() -> None:
     assert "pipe:10" in joined and "pipe:13" in joined and "-progress pipe:14" in joined
     assert "scale=1280:720" in joined and "scale=854:480" in joined and "1920" not in joined
     assert cmd[cmd.index("-g:v:0") + 1] == "50"
-    assert "hls/480p/seg%d.ts" in joined and "-atomic_writing 1 screenshot.jpg" in joined
+    assert "hls/480p/seg%d.ts" in joined and "atomic_writing=1:onfail=ignore]screenshot.jpg|[f=null]-" in joined
+    # outputs on disk may fail alone (full disk): MPEG-TS HLS and screenshots, never the fMP4 pipes
+    tee = cmd[cmd.index("tee") + 1].split("|")
+    assert all("onfail=ignore" in t for t in tee if "f=hls" in t)
+    assert not any("onfail" in t for t in tee if "pipe:" in t)
     assert "fps=" not in cmd[cmd.index("-filter_complex") + 1].split("select")[0]  # 25 fps <= caps
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onair import __version__
@@ -16,6 +17,7 @@ from onair.api.ratelimit import FailureLimiter
 from onair.node import Node
 
 MAX_BODY = 1 << 20  # API bodies are small JSON; anything larger is refused before parsing
+ASYNCIO_TASKS = Gauge("onair_asyncio_tasks", "asyncio tasks of the server process (a leak shows as growth)")
 
 
 class BodyLimit:
@@ -72,11 +74,12 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
         body = {"status": "ok" if ready else "starting", "version": __version__,
                 "ports": {"http": node.ports.http, "rtmp": node.ports.rtmp, "rtmps": node.ports.rtmps,
                           "srt": node.ports.srt},
-                "live_streams": node.control.live_count()}
+                "live_streams": node.control.live_count(), "asyncio_tasks": len(asyncio.all_tasks())}
         return Response(json.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
+        ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     for r in extra_routers or []:

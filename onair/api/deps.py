@@ -41,25 +41,33 @@ def _unauthorized(text: str) -> ApiError:
 
 
 async def require_api_key(request: Request) -> None:
+    """The key is checked first: a valid key is never refused, however many wrong ones came from its address
+    (behind a reverse proxy every client shares one). Requests with a wrong or missing key are counted per
+    address; past the limit they get 429 instead of 401."""
     node: Node = request.app.state.node
     client = request.client.host if request.client else "?"
     limiter: FailureLimiter = request.app.state.auth_limiter
-    if limiter.blocked(client):
-        raise ApiError(429, {"status": 429, "error": "too many failed authentications"},
-                       headers={"Retry-After": "10"})
     header = request.headers.get("authorization", "")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
+    if scheme.lower() == "apikey" and token and await _valid_key(node, token):
+        return
+    blocked = limiter.blocked(client)
+    limiter.failed(client)
+    if blocked:
+        raise ApiError(429, {"status": 429, "error": "too many failed authentications"},
+                       headers={"Retry-After": str(max(1, round(limiter.window)))})
     if scheme.lower() != "apikey" or not token:
-        limiter.failed(client)
         raise _unauthorized("missing credentials: send 'Authorization: APIKey <token>'")
+    raise _unauthorized("invalid API key")
+
+
+async def _valid_key(node: Node, token: str) -> bool:
     digest = hash_key(token)
-    known = node.api_key_hashes
-    if not any(hmac.compare_digest(digest, h) for h in known):
-        # a key added by another node since we cached: look it up once
-        async with node.sessionmaker() as db:
-            found = (await db.execute(select(ApiKey.key_hash).where(ApiKey.key_hash == digest))).scalar()
-        if found is None:
-            limiter.failed(client)
-            raise _unauthorized("invalid API key")
-        known.add(found)
+    if any(hmac.compare_digest(digest, h) for h in node.api_key_hashes):
+        return True
+    # the operator key of another node on the same database: looked up each time (never cached), so
+    # that a key revoked by that node's restart stops working here as well
+    async with node.sessionmaker() as db:
+        found = (await db.execute(select(ApiKey.key_hash).where(ApiKey.key_hash == digest))).scalar()
+    return found is not None

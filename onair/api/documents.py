@@ -16,6 +16,7 @@ from onair.api.deps import DbDep, NodeDep
 from onair.api.errors import field_error, not_found
 from onair.api.schemas import BroadcastBody, PlayerBody, RestreamBody
 from onair.node import Node
+from onair.outbound import RESTREAM_SCHEMES, TargetRefused
 from onair.store.models import Document, Stream
 from onair.timeutil import utcnow
 
@@ -37,24 +38,29 @@ PLAYER_DEFAULTS: dict[str, Any] = {
     "save_options_to_cookies": True, "show_sharing": True, "speed_control": False,
 }
 
-Validator = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+Validator = Callable[[Node, AsyncSession, dict[str, Any]], Awaitable[None]]
 Decorator = Callable[[Node, Document], dict[str, Any]]
 
 
-async def _validate_broadcast(db: AsyncSession, data: dict[str, Any]) -> None:
+async def _validate_broadcast(node: Node, db: AsyncSession, data: dict[str, Any]) -> None:
     if not str(data.get("name") or "").strip():
         raise field_error("name", "can't be blank")
     if data.get("status"):
         data["status"] = str(data["status"]).capitalize()
 
 
-async def _validate_restream(db: AsyncSession, data: dict[str, Any]) -> None:
+async def _validate_restream(node: Node, db: AsyncSession, data: dict[str, Any]) -> None:
     sid = data.get("stream_id")
     if sid is None or await db.get(Stream, sid) is None:
         raise field_error("stream", "must exist")
+    if data.get("uri"):
+        try:
+            node.outbound.check(str(data["uri"]), RESTREAM_SCHEMES)  # a literal private address, unless allowed
+        except TargetRefused as exc:
+            raise field_error("uri", str(exc)) from None
 
 
-async def _validate_player(db: AsyncSession, data: dict[str, Any]) -> None:
+async def _validate_player(node: Node, db: AsyncSession, data: dict[str, Any]) -> None:
     if not str(data.get("name") or "").strip():
         raise field_error("name", "can't be blank")
 
@@ -91,7 +97,7 @@ def document_router(kind: str, path: str, envelope: str, body_model: type[BaseMo
 
     async def create(body: body_model, node: NodeDep, db: DbDep) -> dict[str, Any]:  # type: ignore[valid-type]
         data = getattr(body, envelope).model_dump(exclude_unset=True)
-        await validate(db, data)
+        await validate(node, db, data)
         now = utcnow()
         d = Document(kind=kind, data=data, created_at=now, updated_at=now)
         db.add(d)
@@ -103,7 +109,7 @@ def document_router(kind: str, path: str, envelope: str, body_model: type[BaseMo
                      doc_id: int = DocId) -> dict[str, Any]:
         d = await load(db, doc_id)
         data = {**d.data, **getattr(body, envelope).model_dump(exclude_unset=True)}
-        await validate(db, data)
+        await validate(node, db, data)
         d.data = data
         d.updated_at = utcnow()
         await db.commit()

@@ -1,4 +1,4 @@
-"""Sliding-window counter of failed authentications per client address."""
+"""Sliding-window counter of failed authentications per client address (never consulted for a valid key)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ class FailureLimiter:
     def __init__(self, max_failures: int = 20, window: float = 10.0) -> None:
         self.max_failures = max_failures
         self.window = window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        # the newest `max_failures` times are all the check needs: memory stays bounded under a flood
+        self._failures: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=max_failures))
 
     def _trim(self, key: str, now: float) -> deque[float]:
         q = self._failures[key]

@@ -8,10 +8,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from onair.delivery.signing import MAX_EXPIRES_IN
+from onair.outbound import PULL_SCHEMES, RESTREAM_SCHEMES, TargetRefused
+from onair.outbound.policy import parse_target
 
 Projection = Literal["regular", "vr360", "vr180", "vr360tb"]
 RecordType = Literal["origin", "transcoded"]
-PULL_SCHEMES = ("rtmp", "rtmps", "srt", "http", "https")
 _PASSPHRASE = re.compile(r"^[!-~]{10,80}$")
 # integers stored in 32-bit database columns: anything larger is a validation error, not a DB crash
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
@@ -45,13 +46,16 @@ class ApiInput(BaseModel):
 
 
 def validate_pull_uri(uri: str) -> str:
+    """Space-separated PULL sources, each a well-formed outbound URL (onair.outbound.policy); whether a
+    literal address is allowed depends on the node's settings and is checked by the router."""
     parts = uri.split()
     if not parts:
         raise ValueError("can't be blank")
     for part in parts:
-        scheme, sep, rest = part.partition("://")
-        if not sep or scheme.lower() not in PULL_SCHEMES or not rest:
-            raise ValueError("invalid uri, supported protocols are rtmp, rtmps, srt, http, https")
+        try:
+            parse_target(part, PULL_SCHEMES)
+        except TargetRefused as exc:
+            raise ValueError(str(exc)) from None
     return " ".join(parts)
 
 
@@ -277,11 +281,10 @@ class RestreamFields(ApiInput):
     def _uri(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        scheme, sep, rest = v.partition("://")
-        if not sep or scheme.lower() not in ("rtmp", "rtmps", "srt") or not rest or " " in v:
-            raise ValueError("invalid uri, supported protocols are rtmp, rtmps, srt")
-        if scheme.lower() == "srt" and "mode=" in v and "mode=caller" not in v:
-            raise ValueError("SRT targets must use mode=caller")
+        try:
+            parse_target(v, RESTREAM_SCHEMES)  # scheme, host, port, SRT mode=caller
+        except TargetRefused as exc:
+            raise ValueError(str(exc)) from None
         return v
 
 

@@ -25,6 +25,7 @@ from onair.api.schemas import (
 )
 from onair.api.serialize import overlay_out, stream_out, video_out
 from onair.delivery.signing import mint_token
+from onair.outbound import PULL_SCHEMES, TargetRefused
 from onair.store.models import Document, Overlay, QualitySet, Stream, Video, new_playback_secret
 from onair.timeutil import iso, utcnow
 
@@ -57,7 +58,7 @@ async def stream_response(node: NodeDep, db: AsyncSession, stream: Stream,
     return out
 
 
-async def _check_fields(db: AsyncSession, fields: StreamFields, stream: Stream | None) -> None:
+async def _check_fields(node: NodeDep, db: AsyncSession, fields: StreamFields, stream: Stream | None) -> None:
     if "quality_set_id" in fields.model_fields_set and fields.quality_set_id is not None:
         qs = await db.get(QualitySet, fields.quality_set_id)
         if qs is None or qs.kind != "live":
@@ -66,6 +67,12 @@ async def _check_fields(db: AsyncSession, fields: StreamFields, stream: Stream |
     uri = fields.uri if "uri" in fields.model_fields_set else (stream.uri if stream else None)
     if pull and not uri:
         raise field_error("uri", "can't be blank when pull is true")
+    if "uri" in fields.model_fields_set and fields.uri:
+        for source in fields.uri.split():
+            try:
+                node.outbound.check(source, PULL_SCHEMES)  # a literal private address, unless allowed
+            except TargetRefused as exc:
+                raise field_error("uri", str(exc)) from None
 
 
 @router.get("", response_model=list[StreamOut], response_model_exclude_none=False)
@@ -81,7 +88,7 @@ async def list_streams(node: NodeDep, db: DbDep, response: Response,
 
 @router.post("", response_model=StreamOut)
 async def create_stream(body: StreamCreate, node: NodeDep, db: DbDep) -> dict[str, Any]:
-    await _check_fields(db, body, None)
+    await _check_fields(node, db, body, None)
     now = utcnow()
     values = body.model_dump(exclude_unset=True)
     stream = Stream(
@@ -109,7 +116,7 @@ async def update_stream(body: StreamUpdate, node: NodeDep, db: DbDep,
                         stream_id: int = StreamId) -> dict[str, Any]:
     stream = await load_stream(db, stream_id)
     fields = body.stream
-    await _check_fields(db, fields, stream)
+    await _check_fields(node, db, fields, stream)
     for key in fields.model_fields_set:
         value = getattr(fields, key)
         if key == "name" and (value is None or not str(value).strip()):

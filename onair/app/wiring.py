@@ -7,12 +7,13 @@ output that reads the stream row sees it current.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
 import ssl
 
 from prometheus_client import Gauge
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from onair.api.webhook_events import WebhookEvents
 from onair.config import Settings
@@ -21,6 +22,7 @@ from onair.hub.registry import StreamHub
 from onair.ingest.pull import PullManager
 from onair.ingest.tls import ensure_certificate
 from onair.node import LiveControl, Node, Ports
+from onair.outbound import Outbound
 from onair.outputs.clips import Clipper
 from onair.outputs.dvr import DvrOutput
 from onair.outputs.library import VideoLibrary
@@ -39,6 +41,8 @@ from onair.timeutil import utcnow
 from onair.urls import UrlBuilder
 
 VIEWERS = Gauge("onair_viewers", "Viewers watching now (LL-HLS, HLS, DASH) on this node")
+
+log = logging.getLogger("onair.app.wiring")
 
 __all__ = ["bind_tcp", "bootstrap_api_key", "create_node", "start_node", "stop_node", "tls_context"]
 
@@ -76,20 +80,22 @@ async def create_node(settings: Settings) -> Node:
                             min_free_mb=settings.min_free_mb)
     recorder = RecordingOutput(hub, recordings, sessionmaker, data_dir=settings.data_dir,
                                min_free_mb=settings.min_free_mb, max_seconds=settings.recording_max_seconds)
-    restreams = Restreams(hub, sessionmaker, settings.ffmpeg)
-    dvr = DvrOutput(hub)
+    outbound = Outbound(allow_private=settings.allow_private_targets)
+    restreams = Restreams(hub, sessionmaker, settings.ffmpeg, outbound)
+    dvr = DvrOutput(hub, min_free_mb=settings.min_free_mb / 4)  # recordings close first (at half)
     live_state = LiveStateWriter(sessionmaker)
     hub.events.subscribe(live_state)
     hub.events.subscribe(dvr)
     hub.events.subscribe(recorder)
     hub.events.subscribe(restreams)
-    control = LiveControl(hub, PullManager(hub, sessionmaker, settings), restreams, recordings, recorder,
+    control = LiveControl(hub, PullManager(hub, sessionmaker, settings, outbound), restreams, recordings, recorder,
                           Clipper(sessionmaker, library, recordings, settings.ffmpeg), dvr,
                           PlaybackGuard(sessionmaker))
     node = Node(settings=settings, engine=engine, sessionmaker=sessionmaker, ports=Ports(), urls=urls, hub=hub,
                 control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period),
                 live_state=live_state,
-                webhooks=WebhookSender(sessionmaker, outbox.wake, allow_private=settings.allow_private_targets))
+                webhooks=WebhookSender(sessionmaker, outbox.wake, allow_private=settings.allow_private_targets),
+                outbound=outbound)
     # webhook events are written by the writers of the state they report, in the same transaction
     webhook_events = WebhookEvents(node, outbox)
     live_state.add_hook(webhook_events.live_state)
@@ -122,6 +128,7 @@ async def stop_node(node: Node) -> None:
     await node.control.recorder.stop()
     await node.control.pulls.stop()
     await node.control.restreams.shutdown()
+    await node.outbound.close()
     await node.hub.shutdown()
     await node.control.recordings.shutdown()
     await node.webhooks.stop()  # last: the hub's final events (stream.idle) may still go out
@@ -131,7 +138,7 @@ async def bootstrap_api_key(node: Node) -> str | None:
     """Make sure the operator key exists; returns a newly generated key so the caller can print it once."""
     settings = node.settings
     generated: str | None = None
-    key = settings.api_key
+    key = settings.api_key or None  # set but empty: as unset
     key_file = settings.data_dir / "api_key"
     if key is None:
         if key_file.exists():
@@ -143,8 +150,15 @@ async def bootstrap_api_key(node: Node) -> str | None:
             generated = key
     digest = hash_key(key)
     async with node.sessionmaker() as db:
+        # one operator key: a key configured before (or generated) stops working when another replaces it
+        old = list((await db.execute(select(ApiKey.id).where(ApiKey.key_hash != digest))).scalars())
+        if old:
+            await db.execute(delete(ApiKey).where(ApiKey.id.in_(old)))
         if (await db.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar() is None:
             db.add(ApiKey(key_hash=digest, created_at=utcnow()))
-            await db.commit()
-        node.api_key_hashes.update((await db.execute(select(ApiKey.key_hash))).scalars())
+        await db.commit()
+    if old:
+        log.info("operator API key replaced: the previous key is revoked", extra={"revoked": len(old)})
+    node.api_key_hashes.clear()
+    node.api_key_hashes.add(digest)
     return generated

@@ -25,6 +25,7 @@ from onair.config import Settings
 from onair.hub.ports import IngestRefused
 from onair.hub.publisher import Publisher
 from onair.hub.registry import StreamHub
+from onair.outbound import PULL_SCHEMES, Outbound, Outgoing, TargetRefused
 from onair.store.models import Stream
 from onair.timeutil import utcnow
 
@@ -56,15 +57,20 @@ def pull_protocol(uri: str) -> str | None:
 
 def _label(uri: str) -> str:
     """A source for logs: scheme, host and port only (paths and queries may hold keys)."""
-    parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+    try:
+        parts = urlsplit(uri)
+        return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # a malformed URL (refused by the policy anyway)
+        return "?"
 
 
 class PullManager:
-    def __init__(self, hub: StreamHub, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(self, hub: StreamHub, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings,
+                 outbound: Outbound) -> None:
         self.hub = hub
         self.sessionmaker = sessionmaker
         self.settings = settings
+        self.outbound = outbound  # every source is resolved, checked and pinned before ffmpeg connects
         self._tasks: dict[int, tuple[str, asyncio.Task[None]]] = {}
 
     async def start(self) -> None:
@@ -131,13 +137,16 @@ class PullManager:
         if protocol is None:
             log.warning("unsupported pull source", extra={"stream_id": sid, "source": _label(uri)})
             return False
+        source = await self._prepare(sid, uri, state)
+        if source is None:
+            return False
         settings = self.settings
         fmt = "flv" if protocol == "rtmp" else "mpegts"
-        cmd = [settings.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-i", uri,
-               "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy", "-f", fmt, "pipe:1"]
+        cmd = [settings.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", *source.input_args(),
+               "-i", source.url, "-map", "0:v:0?", "-map", "0:a:0?", "-c", "copy", "-f", fmt, "pipe:1"]
         proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.DEVNULL)
+                                                    stderr=asyncio.subprocess.DEVNULL, env=source.env)
         assert proc.stdout is not None
         delivered = False
         try:
@@ -174,6 +183,19 @@ class PullManager:
             await state.publisher.close("pull sources silent")
             state.publisher = None
         return delivered
+
+    async def _prepare(self, sid: int, uri: str, state: _PullState) -> Outgoing | None:
+        """The source resolved, checked and pinned by the outbound policy; None (logged once) if refused."""
+        try:
+            source = await self.outbound.prepare(uri, PULL_SCHEMES)
+        except TargetRefused as exc:
+            if state.refused.get(uri) != str(exc):  # once per source and reason, not every retry
+                state.refused[uri] = str(exc)
+                log.warning("pull source refused", extra={"stream_id": sid, "source": _label(uri),
+                                                          "reason": str(exc)})
+            return None
+        state.refused.pop(uri, None)
+        return source
 
     async def _attach(self, sid: int, uri: str, protocol: str, fmt: str, state: _PullState) -> bool:
         """Make `state.publisher` ready for a fresh byte stream from `uri`."""
@@ -214,3 +236,4 @@ class _PullState:
     def __init__(self, last_data: float) -> None:
         self.last_data = last_data
         self.publisher: Publisher | None = None
+        self.refused: dict[str, str] = {}  # source → why the outbound policy refused it (logged once)

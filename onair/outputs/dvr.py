@@ -9,6 +9,7 @@ packager's segment hook, and older ones are served from disk. Layout::
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import shutil
@@ -29,10 +30,21 @@ _TS_SEG = re.compile(r"seg([0-9]+)\.ts")
 
 
 class DvrStore:
-    def __init__(self, root: Path, dvr_seconds: int) -> None:
+    """The DVR segments of one live session on disk, written off the event loop.
+
+    Disk trouble never reaches the live path: below `min_free_mb` free (or on a failed write, e.g. ENOSPC)
+    the store pauses writing with one warning and resumes once there is room again; the segments of the
+    pause are missing from the DVR window on disk, the in-memory live edge plays on.
+    """
+
+    def __init__(self, root: Path, dvr_seconds: int, *, min_free_mb: float = 0, stream_id: int | None = None) -> None:
         self.root = root
         self.dvr_seconds = dvr_seconds
         self.window = dvr_window_segments(dvr_seconds)
+        self.min_free_mb = min_free_mb
+        self.stream_id = stream_id
+        self.paused = False  # not writing: the disk is (nearly) full
+        self.closed = False  # the session ended: no more writes, deletions (dvr_cleanup) still work
         self._inits: dict[str, bytes] = {}
         # one worker: writes and deletions of a track happen in order, off the event loop
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvr")
@@ -43,6 +55,8 @@ class DvrStore:
 
     def on_segment(self, tp: TrackPackager, seg: Segment) -> None:
         """Packager hook (event loop): queue the segment (and a changed init) for writing."""
+        if self.closed:
+            return
         track, data = tp.name, seg.data
         init = tp.init if tp.init is not None and self._inits.get(track) != tp.init else None
         if init is not None:
@@ -50,19 +64,48 @@ class DvrStore:
         stale = seg.msn - tp.window_segments - 1
         self._io.submit(self._write, track, seg.msn, data, init, stale)
 
-    def _write(self, track: str, msn: int, data: bytes, init: bytes | None, stale: int) -> None:
+    def _room(self) -> bool:
+        """Worker thread: whether to write now; logs the switch between writing and pausing once."""
         try:
-            d = self.root / track
+            free_mb = shutil.disk_usage(self.root.parent).free / 2**20
+        except OSError:
+            free_mb = float("inf")  # unknown: let the write itself tell
+        room = free_mb >= self.min_free_mb
+        if room and self.paused:
+            self.paused = False
+            log.info("disk has room again: DVR writes resume", extra={"stream_id": self.stream_id,
+                                                                       "free_mb": round(free_mb)})
+        elif not room and not self.paused:
+            self._pause(f"only {free_mb:.0f} MB free")
+        return room
+
+    def _pause(self, why: str) -> None:
+        self.paused = True
+        log.warning("disk full: DVR stops writing segments, the live stream plays on",
+                    extra={"stream_id": self.stream_id, "reason": why})
+
+    def _write(self, track: str, msn: int, data: bytes, init: bytes | None, stale: int) -> None:
+        d = self.root / track
+        if stale >= 0:
+            (d / f"seg{stale}.m4s").unlink(missing_ok=True)  # deleting first: it is what frees space
+        if not self._room():
+            if init is not None:
+                self._inits.pop(track, None)  # written with the next segment once there is room
+            return
+        tmp = d / f".seg{msn}.tmp"
+        try:
             d.mkdir(parents=True, exist_ok=True)
             if init is not None:
                 (d / "init.mp4").write_bytes(init)
-            tmp = d / f".seg{msn}.tmp"
             tmp.write_bytes(data)
             tmp.replace(d / f"seg{msn}.m4s")
-            if stale >= 0:
-                (d / f"seg{stale}.m4s").unlink(missing_ok=True)
         except OSError as exc:
-            log.warning("DVR write failed", extra={"track": track, "msn": msn, "error": str(exc)})
+            tmp.unlink(missing_ok=True)
+            self._inits.pop(track, None)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self._pause(str(exc))
+            else:
+                log.warning("DVR write failed", extra={"track": track, "msn": msn, "error": str(exc)})
 
     def read(self, track: str, msn: int) -> bytes | None:
         try:
@@ -75,7 +118,13 @@ class DvrStore:
             for msn in msns:
                 self.path(track, msn).unlink(missing_ok=True)
 
-        self._io.submit(rm)
+        if not self.closed:
+            self._io.submit(rm)
+            return
+        # the session ended (its writer is shut down): a worker of its own, after the queued writes
+        io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvr-forget")
+        io.submit(rm)
+        io.shutdown(wait=False)
 
     # --- MPEG-TS HLS: ffmpeg owns those playlists; dvr_cleanup hides what came before the cut ----------
     def cut_ts(self, rendition: str, playlist: str) -> None:
@@ -111,33 +160,39 @@ class DvrStore:
         return "\n".join(out) + "\n"
 
     def close(self, remove: bool = False) -> None:
+        """The session ended: queued writes still complete, nothing new is written."""
+        self.closed = True
         self._io.shutdown(wait=False)
         if remove:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
 class DvrOutput:
-    """Attaches a DVR store to every live session of a stream with DVR on (a hub event subscriber)."""
+    """Attaches a DVR store to every live session of a stream with DVR on (a hub event subscriber).
 
-    def __init__(self, hub: StreamHub) -> None:
+    The store is the session's `archive`: it lives as long as the session does (an ended session stays
+    until the next one replaces it), so dvr_cleanup works live, just ended, or on a stream never live.
+    """
+
+    def __init__(self, hub: StreamHub, *, min_free_mb: float = 0) -> None:
         self.hub = hub
-        self._stores: dict[int, DvrStore] = {}
+        self.min_free_mb = min_free_mb
 
     async def __call__(self, event: HubEvent) -> None:
         stream = event.stream
         if isinstance(event, SessionStarted) and stream.config.dvr_seconds:
-            store = DvrStore(stream.work_dir / "dvr", stream.config.dvr_seconds)
+            store = DvrStore(stream.work_dir / "dvr", stream.config.dvr_seconds, min_free_mb=self.min_free_mb,
+                             stream_id=stream.stream_id)
             stream.segment_listeners.append(store.on_segment)
             stream.archive = store
-            self._stores[stream.stream_id] = store
-        elif isinstance(event, SessionEnded) and (ended := self._stores.pop(stream.stream_id, None)) is not None:
-            ended.close()  # queued writes still complete; the files stay until the next session
+        elif isinstance(event, SessionEnded) and isinstance(stream.archive, DvrStore):
+            stream.archive.close()  # queued writes still complete; the files stay until the next session
 
     def cleanup(self, stream_id: int) -> None:
         """S6/R35: drop everything before the live edge from the playlists, the MPD and the disk."""
         stream = self.hub.get(stream_id)
         if stream is not None:
-            dvr_cleanup(stream, self._stores.get(stream_id))
+            dvr_cleanup(stream, stream.archive if isinstance(stream.archive, DvrStore) else None)
 
 
 def dvr_cleanup(stream: LiveStream, store: DvrStore | None) -> None:

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from onair.hub.events import HubEvent, PublisherEnded, PublisherLive, SessionStarted
 from onair.hub.publisher import Publisher
 from onair.hub.registry import StreamHub
+from onair.outbound import RESTREAM_SCHEMES, Outbound, Outgoing, TargetRefused
 from onair.outputs.tap import SourceTap
 from onair.store.models import Document
 from onair.transcode.command import ANALYZEDURATION_US, PROBESIZE
@@ -95,8 +96,9 @@ class RestreamSpec:
         return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
 
-def push_command_args(spec: RestreamSpec, audio_codec: str | None) -> list[str]:
-    """ffmpeg arguments after the first input (input 0 = the source): mapping, codecs, the target."""
+def push_command_args(spec: RestreamSpec, audio_codec: str | None, target: Outgoing) -> list[str]:
+    """ffmpeg arguments after the first input (input 0 = the source): mapping, codecs, the target (as the
+    outbound gateway pinned it)."""
     fmt = spec.target_format
     args: list[str] = []
     if spec.no_audio and spec.no_audio_mode == "silence":
@@ -110,7 +112,7 @@ def push_command_args(spec: RestreamSpec, audio_codec: str | None) -> list[str]:
         args += ["-map", "0:v:0?", "-map", "0:a:0?", "-c:v", "copy", "-c:a", *audio]
     if fmt == "flv":
         args += ["-flvflags", "no_duration_filesize"]
-    return [*args, "-f", fmt, spec.uri]
+    return [*args, "-f", fmt, *target.options, target.url]
 
 
 def _progress_args() -> list[str]:
@@ -121,9 +123,10 @@ def _progress_args() -> list[str]:
 class RestreamPusher:
     """One restream while its stream is live: an ffmpeg pushing to the target, restarted when it fails."""
 
-    def __init__(self, spec: RestreamSpec, output: LiveStream, ffmpeg: str = "ffmpeg") -> None:
+    def __init__(self, spec: RestreamSpec, output: LiveStream, outbound: Outbound, ffmpeg: str = "ffmpeg") -> None:
         self.spec = spec
         self.output = output
+        self.outbound = outbound
         self.ffmpeg = ffmpeg
         self.live = False
         self.restarts = 0
@@ -192,22 +195,29 @@ class RestreamPusher:
         proc: asyncio.subprocess.Process | None = None
         readers: list[asyncio.Task[None]] = []
         try:
+            try:
+                target = await self.outbound.prepare(self.spec.uri, RESTREAM_SCHEMES)
+            except TargetRefused as exc:
+                self._err_tail = str(exc)
+                log.warning("restream target refused", extra={"restream_id": self.spec.id,
+                                                              "target": self.spec.label, "reason": str(exc)})
+                return "refused"
             if self.spec.source == "transcoded":
                 playlist = await self._top_rendition_playlist()
                 proc = await asyncio.create_subprocess_exec(
                     self.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", *_progress_args(),
                     "-live_start_index", "-1", "-i", str(playlist),
-                    *push_command_args(self.spec, "aac"),
+                    *push_command_args(self.spec, "aac", target),
                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE, env=target.env,
                 )  # fmt: skip
             else:
                 transcoder = self.output.transcoder
-                new_tap = SourceTap(transcoder, push_command_args(self.spec, transcoder.stats.audio_codec),
+                new_tap = SourceTap(transcoder, push_command_args(self.spec, transcoder.stats.audio_codec, target),
                                 ffmpeg=self.ffmpeg, max_backlog=MAX_BACKLOG,
                                 input_args=[*_progress_args(), "-probesize", str(PROBESIZE),
                                             "-analyzeduration", str(ANALYZEDURATION_US)],
-                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=target.env)
                 proc = await new_tap.start()
                 self._tap = new_tap
             self._last_out = time.monotonic()
@@ -285,10 +295,12 @@ def _count_live() -> int:
 class Restreams:
     """The restream pushers of a node, started and stopped as streams and restream rows change."""
 
-    def __init__(self, hub: StreamHub, sessionmaker: async_sessionmaker[AsyncSession], ffmpeg: str) -> None:
+    def __init__(self, hub: StreamHub, sessionmaker: async_sessionmaker[AsyncSession], ffmpeg: str,
+                 outbound: Outbound) -> None:
         self.hub = hub
         self.sessionmaker = sessionmaker
         self.ffmpeg = ffmpeg
+        self.outbound = outbound
         self._pushers: dict[int, RestreamPusher] = {}  # restream id -> pusher
         self._lock = asyncio.Lock()  # start/stop decisions never interleave
 
@@ -357,7 +369,7 @@ class Restreams:
                 await self._stop(restream_id)
                 current = None
             if current is None and spec is not None and output is not None:
-                pusher = RestreamPusher(spec, output, self.ffmpeg)
+                pusher = RestreamPusher(spec, output, self.outbound, self.ffmpeg)
                 self._pushers[restream_id] = pusher
                 _ALL.add(pusher)
                 pusher.start()

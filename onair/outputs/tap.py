@@ -35,7 +35,8 @@ class SourceTap:
 
     def __init__(self, transcoder: Transcoder, output_args: Sequence[str], *, ffmpeg: str = "ffmpeg",
                  input_args: Sequence[str] = (), cwd: Path | None = None, stdout: int | None = None,
-                 stderr: int | None = None, max_backlog: int = 8 * 1024 * 1024) -> None:
+                 stderr: int | None = None, max_backlog: int = 8 * 1024 * 1024,
+                 env: dict[str, str] | None = None) -> None:
         self.transcoder = transcoder
         self.output_args = list(output_args)  # everything after `-i pipe:0` (more inputs may follow)
         self.input_args = list(input_args)  # options for the pipe input, before `-f`
@@ -44,6 +45,7 @@ class SourceTap:
         self.stdout = stdout  # subprocess.PIPE to read e.g. `-progress pipe:1`; DEVNULL by default
         self.stderr = stderr
         self.max_backlog = max_backlog
+        self.env = env  # the whole environment of ffmpeg (None: inherited)
         self.proc: asyncio.subprocess.Process | None = None
         self.primed = False
         self.dead = False  # ffmpeg went away or fell too far behind: nothing more is written
@@ -63,7 +65,7 @@ class SourceTap:
             "-f", self.input_format, "-i", "pipe:0", *self.output_args,
             cwd=str(self.cwd) if self.cwd else None, stdin=asyncio.subprocess.PIPE,
             stdout=self.stdout if self.stdout is not None else asyncio.subprocess.DEVNULL,
-            stderr=self.stderr if self.stderr is not None else asyncio.subprocess.DEVNULL,
+            stderr=self.stderr if self.stderr is not None else asyncio.subprocess.DEVNULL, env=self.env,
         )  # fmt: skip
         return self.proc
 

@@ -17,21 +17,20 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair import __version__
+from onair.outbound import TargetRefused, check_target
+from onair.outbound.policy import parse_target, resolve_target
 from onair.store.models import Webhook, WebhookDelivery
 from onair.timeutil import utcnow
 
@@ -45,39 +44,23 @@ REQUEST_TIMEOUT_S = 10.0  # connect, send, first byte of the answer
 TOTAL_TIMEOUT_S = 15.0  # the whole request
 LEASE_S = TOTAL_TIMEOUT_S + 15.0  # a claimed delivery is due again after this, should its run have died
 POLL_S = 5.0
-_SCHEMES = {"http": 80, "https": 443}
 
 
-# --- where webhooks may go ---------------------------------------------------------------------------
-def _address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    for kind, hit in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
-                      ("unspecified", ip.is_unspecified), ("private", ip.is_private)):
-        if hit:
-            return f"points to a {kind} address; set ONAIR_ALLOW_PRIVATE_TARGETS to allow it"
-    return None
+# --- where webhooks may go (the node's one outbound policy, onair.outbound) --------------------------
+WEBHOOK_SCHEMES = ("http", "https")
 
 
 def target_allowed(url: str, allow_private: bool) -> str | None:
     """None when `url` may receive webhooks, else the reason it may not. A host name is checked by its
-    addresses before each delivery (`resolved_refusal`); here only literal addresses and localhost."""
+    addresses before each delivery (`resolved_refusal`); here literal addresses and localhost names."""
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme not in _SCHEMES or not parts.hostname:
-        return "must be an http:// or https:// URL with a host"
-    if allow_private:
-        return None
-    host = parts.hostname.rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return "points to a loopback address; set ONAIR_ALLOW_PRIVATE_TARGETS to allow it"
-    try:
-        return _address_refusal(ipaddress.ip_address(host))
-    except ValueError:
-        return None  # a name
+        target = check_target(url, WEBHOOK_SCHEMES, allow_private=allow_private)
+    except TargetRefused as exc:
+        return str(exc)
+    host = target.host.rstrip(".")
+    if not allow_private and (host == "localhost" or host.endswith(".localhost")):
+        return "must not point to a loopback address (ONAIR_ALLOW_PRIVATE_TARGETS is off)"
+    return None
 
 
 async def resolved_refusal(url: str, allow_private: bool) -> str | None:
@@ -85,20 +68,11 @@ async def resolved_refusal(url: str, allow_private: bool) -> str | None:
     reason = target_allowed(url, allow_private)
     if reason is not None or allow_private:
         return reason
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(host)
-        return None  # a literal address: checked above
+    target = parse_target(url, WEBHOOK_SCHEMES)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or _SCHEMES[parts.scheme],
-                                                             type=socket.SOCK_STREAM)
-    except OSError:
-        return "its host name does not resolve"
-    for info in infos:
-        address = str(info[4][0]).split("%", 1)[0]
-        if _address_refusal(ipaddress.ip_address(address)) is not None:
-            return "its host name resolves to a loopback, private or link-local address"
+        await resolve_target(target.host, target.port, allow_private=False)
+    except TargetRefused as exc:
+        return str(exc)
     return None
 
 

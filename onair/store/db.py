@@ -12,6 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether a database write failed because its disk is full (SQLite: "database or disk is full",
+    PostgreSQL: SQLSTATE 53100 disk_full)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).lower()
+    return ("disk is full" in text or "no space left" in text or getattr(orig, "sqlstate", None) == "53100"
+            or getattr(orig, "pgcode", None) == "53100")
+
+
 def make_engine(url: str) -> AsyncEngine:
     engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if url.startswith("sqlite"):

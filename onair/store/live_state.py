@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.hub.events import FeedSwitched, HubEvent, PublisherEnded, PublisherLive
+from onair.store.db import disk_full
 from onair.store.models import Stream
 from onair.timeutil import utcnow
 
@@ -82,14 +83,21 @@ class LiveStateWriter:
         if not values and not self.hooks:
             return
         try:
-            await self._commit(event, values, self.hooks)
-        except Exception:
-            if not self.hooks:
+            try:
+                await self._commit(event, values, self.hooks)
+            except Exception:
+                if not self.hooks:
+                    raise
+                log.exception("a live-state hook failed: writing the state without it",
+                              extra={"stream_id": event.stream.stream_id, "event": type(event).__name__})
+                if values:
+                    await self._commit(event, values, [])
+        except Exception as exc:
+            if not disk_full(exc):
                 raise
-            log.exception("a live-state hook failed: writing the state without it",
-                          extra={"stream_id": event.stream.stream_id, "event": type(event).__name__})
-            if values:
-                await self._commit(event, values, [])
+            # the stream goes on; its row catches up at the next change (and at start-up, reset_stale)
+            log.warning("disk full: the live state of a stream is not stored",
+                        extra={"stream_id": event.stream.stream_id, "state": sorted(values)})
 
     async def _commit(self, event: HubEvent, values: dict[str, Any], hooks: list[LiveStateHook]) -> None:
         async with self.sessionmaker() as db:

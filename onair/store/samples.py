@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.hub.registry import StreamHub
+from onair.store.db import disk_full
 from onair.store.models import StreamSample, ViewerSample
 from onair.timeutil import utcnow
 
@@ -30,6 +31,7 @@ class StatsSampler:
         self.period = period
         self._last_bytes: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._disk_full = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="stats-sampler")
@@ -46,8 +48,13 @@ class StatsSampler:
             now = time.monotonic()
             try:
                 await self.sample(now - last, now)
-            except Exception:  # a stats hiccup must never stop the loop
-                log.exception("stats sampling failed")
+                self._disk_full = False
+            except Exception as exc:  # a stats hiccup must never stop the loop
+                if not disk_full(exc):
+                    log.exception("stats sampling failed")
+                elif not self._disk_full:  # once per episode: the samples of a full disk are lost
+                    self._disk_full = True
+                    log.warning("disk full: statistics samples are not stored until there is room again")
             last = now
 
     async def sample(self, period: float, now: float) -> None:

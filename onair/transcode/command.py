@@ -13,6 +13,10 @@ KEYFRAME_INTERVAL_S = 2
 HLS_LIST_SIZE = 6
 SCREENSHOT_INTERVAL_S = 10
 SCREENSHOT_MAX_WIDTH = 1080
+SCREENSHOT_FILE = "screenshot.jpg"
+# Outputs written to disk (MPEG-TS HLS, screenshots) are tee slaves that may fail alone: on a full disk
+# ffmpeg drops them ("Slave muxer #n failed") and goes on with the fMP4 pipes the live output is made of.
+ON_DISK_FAIL = "onfail=ignore"
 # Live input: keep probing short. ffprobe on the head and ffmpeg use the same limits so ffmpeg sees
 # the same streams ffprobe saw.
 PROBESIZE = 2_000_000
@@ -68,9 +72,11 @@ def build_ffmpeg_command(
     # AudioSpecificConfig up front; the mpegts muxer re-inserts them in-band by itself.
     cmd += ["-flags", "+global_header", "-f", "tee", "|".join(slaves)]
     if has_video and screenshot:
+        # a tee of its own, so that a failed write (full disk) drops the screenshot instead of ending ffmpeg
+        # (any failing output ends them all); the null slave keeps that tee alive without it
         cmd += [
             "-map", "[shot]", "-fps_mode", "vfr", "-c:v", "mjpeg", "-q:v", "4",
-            "-f", "image2", "-update", "1", "-atomic_writing", "1", "screenshot.jpg",
+            "-f", "tee", f"[f=image2:update=1:atomic_writing=1:{ON_DISK_FAIL}]{SCREENSHOT_FILE}|[f=null]-",
         ]  # fmt: skip
     return cmd
 
@@ -121,7 +127,7 @@ def _tee_slaves(video_plan: Sequence[Rendition], has_audio: bool, track_fds: dic
     """The tee outputs: one fMP4 pipe per video rendition, one for the audio, then one HLS per rendition."""
     frag = f"f=mp4:movflags={FMP4_MOVFLAGS}:frag_duration={FRAG_DURATION_US}"
     hls = (
-        f"f=hls:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={hls_list_size}"
+        f"f=hls:{ON_DISK_FAIL}:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={hls_list_size}"
         # append_list: after a restart ffmpeg continues the old playlist (numbering included) and
         # marks the break with EXT-X-DISCONTINUITY; temp_file: segments appear atomically.
         ":hls_flags=program_date_time+delete_segments+independent_segments+temp_file+append_list"

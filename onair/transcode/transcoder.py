@@ -8,6 +8,8 @@ One ffmpeg process per live stream reads the source (FLV or MPEG-TS) from stdin 
 * progress key=value blocks on another pipe fd.
 
 All fMP4 and HLS outputs are slaves of a single ``tee`` output, so each rendition is encoded once.
+The outputs on disk (MPEG-TS HLS, the screenshot) may fail alone: on a full disk ffmpeg drops them
+and the fMP4 pipes (LL-HLS, DASH, from memory) go on; the log says so once per output.
 
 The ladder depends on the source resolution, so the first source bytes are buffered and fed to a
 short-lived ``ffprobe``; once it reports the streams, the ladder is planned and ffmpeg is started
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onair.formats.probe import SourceInfo
-from onair.transcode.command import HLS_LIST_SIZE, build_ffmpeg_command
+from onair.transcode.command import HLS_LIST_SIZE, SCREENSHOT_FILE, build_ffmpeg_command
 from onair.transcode.ffmpeg_report import ProgressBlocks, StderrHeader, header_changes, progress_changes
 from onair.transcode.ffmpeg_run import ffprobe_for
 from onair.transcode.head_probe import HeadProbe
@@ -155,7 +157,7 @@ class Transcoder:
 
     @property
     def screenshot_path(self) -> Path:
-        return self.work_dir / "screenshot.jpg"
+        return self.work_dir / SCREENSHOT_FILE
 
     def resume_point(self) -> bytes | None:
         """A decodable start of the source as of the bytes written so far, for a second consumer (the
@@ -411,6 +413,10 @@ class Transcoder:
                 break
             line = line_b.decode("utf-8", "replace").rstrip()
             run.stderr_tail.append(line)
+            if "Slave muxer #" in line and "failed" in line:
+                # a tee output on disk gave up (e.g. "No space left on device"): the stream goes on without it
+                log.warning("stream %s: an ffmpeg output on disk stopped, the live stream continues: %s",
+                            self.stream_id, line.split("]", 1)[-1].strip())
             text = header.feed(line)
             if text is not None:
                 # ffmpeg's own view of the input supersedes the head probe where it has a value.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from onair.hub.live_stream import LiveStream
 
 JOURNAL = "journal.json"
+
+log = logging.getLogger("onair.outputs.recording")
 
 
 def write_journal(directory: Path, journal: dict[str, Any]) -> None:
@@ -63,7 +66,10 @@ class Recording:
         return self.done_seconds + running
 
     def save(self) -> None:
-        write_journal(self.dir, self.journal)
+        try:
+            write_journal(self.dir, self.journal)
+        except OSError as exc:  # a full disk must not break the live path; the next save catches up
+            log.warning("recording journal not written", extra={"video_id": self.video_id, "error": str(exc)})
 
     async def open_piece(self, output: LiveStream, ffmpeg: str) -> None:
         n = len(self.journal["pieces"])

@@ -62,6 +62,7 @@ class Recordings:
         self.finished: dict[int, asyncio.Event] = {}  # video id → set once the files are in the library
         # called with the session and the Video before the commit that makes it ready (the webhook outbox)
         self.ready_hooks: list[VideoReadyHook] = []
+        self.discarded: set[int] = set()  # videos deleted while recorded or finished: never (re)made ready
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -169,6 +170,29 @@ class Recordings:
                                              "seconds": round(rec.duration, 1)})
         return rec.video_id
 
+    async def discard(self, video_id: int) -> bool:
+        """The Video was deleted: stop the recording that feeds it and never finish it into the library.
+
+        A recording still running is stopped now (the stream stays live, auto_record does not restart it
+        before the next session) and its files removed; one being finished stops at the next step and
+        leaves nothing behind. Returns whether a recording of this Video was running or being finished.
+        """
+        rec = next((r for r in self.active.values() if r.video_id == video_id), None)
+        if rec is not None:
+            self.discarded.add(video_id)
+            self.active.pop(rec.stream_id, None)
+            if rec.grace is not None:
+                rec.grace.cancel()
+            await rec.close_piece()
+            await asyncio.to_thread(shutil.rmtree, rec.dir, True)
+            log.info("recording stopped: its Video was deleted", extra={"stream_id": rec.stream_id,
+                                                                        "video_id": video_id})
+            return True
+        finishing = video_id in self.finished and not self.finished[video_id].is_set()
+        if finishing:
+            self.discarded.add(video_id)
+        return finishing
+
     async def new_video(self, stream: Stream, name: str, record_type: str | None) -> tuple[int, str]:
         """A Video row (status empty) whose files `import_file` provides later; returns (id, slug)."""
         now = utcnow()
@@ -240,6 +264,8 @@ class Recordings:
         plain = await self.finisher.remux_pieces(directory, journal["pieces"])
         slug = str(journal["slug"])
         vdir = self.library.video_dir(slug)
+        if await self._dropped(video_id, directory, vdir):
+            return
         if not plain:
             await self.set_video(video_id, status="error", error="nothing was recorded")
             mark_done(directory, journal)
@@ -252,41 +278,49 @@ class Recordings:
         size = tmp.stat().st_size
         write_master_playlists(vdir, info, size)
         await self.finisher.poster(tmp, vdir, info)
+        if await self._dropped(video_id, directory, vdir):
+            return
         tmp.replace(vdir / "video.mp4")
         name = record_name(str(journal.get("stream_name", "")), recording_end(journal, plain)) if recovered else None
-        await self.set_video(video_id, status="ready", duration_ms=int(info.duration * 1000), size=size,
-                             width=info.width, height=info.height, name=name, slug=slug, journal=journal)
+        found = await self.set_video(video_id, status="ready", duration_ms=int(info.duration * 1000), size=size,
+                                     width=info.width, height=info.height, name=name)
+        if await self._dropped(video_id, directory, vdir, deleted=not found):
+            return
         mark_done(directory, journal)
         log.info("recording ready", extra={"video_id": video_id, "seconds": round(info.duration, 2),
                                            "bytes": size, "recovered": recovered})
 
-    async def set_video(self, video_id: int, *, name: str | None = None, slug: str | None = None,
-                        journal: dict[str, Any] | None = None, **values: Any) -> None:
-        """Update a Video; the ready hooks add their rows to the transaction that makes it ready. A failing
+    async def _dropped(self, video_id: int, directory: Path, vdir: Path, *, deleted: bool = False) -> bool:
+        """Whether the Video was deleted meanwhile (or `deleted`); then whatever was made of it is removed."""
+        if not deleted and video_id not in self.discarded:
+            async with self.sessionmaker() as db:
+                if await db.get(Video, video_id) is not None:
+                    return False
+        await asyncio.to_thread(shutil.rmtree, vdir, True)
+        await asyncio.to_thread(shutil.rmtree, directory, True)  # with its journal: nothing to recover
+        log.info("recording not finished: its Video was deleted", extra={"video_id": video_id})
+        return True
+
+    async def set_video(self, video_id: int, *, name: str | None = None, **values: Any) -> bool:
+        """Update the Video row; False when there is none (deleted: a recording never recreates it).
+
+        The ready hooks add their rows to the transaction that makes it ready (the webhook outbox); a failing
         hook costs its rows, never the Video's state: it is then written without the hooks."""
         hooks = self.ready_hooks if values.get("status") == "ready" else []
         try:
-            await self._set_video(video_id, name, slug, journal, values, hooks)
+            return await self._set_video(video_id, name, values, hooks)
         except Exception:
             if not hooks:
                 raise
             log.exception("a video-ready hook failed: writing the Video without it", extra={"video_id": video_id})
-            await self._set_video(video_id, name, slug, journal, values, [])
+            return await self._set_video(video_id, name, values, [])
 
-    async def _set_video(self, video_id: int, name: str | None, slug: str | None, journal: dict[str, Any] | None,
-                         values: dict[str, Any], hooks: list[VideoReadyHook]) -> None:
+    async def _set_video(self, video_id: int, name: str | None, values: dict[str, Any],
+                         hooks: list[VideoReadyHook]) -> bool:
         async with self.sessionmaker() as db:
             video = await db.get(Video, video_id)
-            if video is None and journal is not None and slug is not None:
-                # the row was never committed (crash right at the start): recreate it for the files
-                now = utcnow()
-                video = Video(id=video_id, slug=slug, name=name or "Stream Record", description="",
-                              stream_id=journal["stream_id"], record_type=journal["record_type"],
-                              recording_started_at=datetime.fromisoformat(journal["started_at"]),
-                              created_at=now, updated_at=now)
-                db.add(video)
             if video is None:
-                return
+                return False
             for k, v in values.items():
                 setattr(video, k, v)
             if name is not None:
@@ -295,3 +329,4 @@ class Recordings:
             for hook in hooks:
                 await hook(db, video)
             await db.commit()
+            return True

@@ -71,6 +71,7 @@ class TranscodedWriter:
         self._inits: dict[str, bytes] = {}
         self._t0: float | None = None  # start (s) of the first recorded video segment
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rec")
+        self.write_failed = False
 
     def track_path(self, track: str) -> Path:
         return self.base.with_name(f"{self.base.name}.{track}.mp4")
@@ -103,11 +104,15 @@ class TranscodedWriter:
         self._inits[tp.name] = tp.init
         self._io.submit(self._append, self.track_path(tp.name), head + seg.data)
 
-    @staticmethod
-    def _append(path: Path, data: bytes) -> None:
-        with path.open("ab") as f:
-            f.write(data)
-            f.flush()
+    def _append(self, path: Path, data: bytes) -> None:
+        try:
+            with path.open("ab") as f:
+                f.write(data)
+                f.flush()
+        except OSError as exc:  # full disk: this segment is lost; the recorder's disk guard closes the recording
+            if not self.write_failed:
+                log.warning("recording write failed", extra={"path": path.name, "error": str(exc)})
+            self.write_failed = True
 
     async def close(self) -> None:
         with contextlib.suppress(ValueError):
