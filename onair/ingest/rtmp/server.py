@@ -113,8 +113,10 @@ class RTMPServer:
         return len(self._tasks)
 
     async def start(self) -> None:
-        # TLS is started per connection (start_tls), after the caps and within the setup deadline
-        self._server = await asyncio.start_server(self._handle, self._host, self._requested_port)
+        # TLS by the server itself, its handshake bounded by the setup deadline: a per-connection start_tls
+        # would lose a ClientHello that arrived before it (clients send it at once)
+        self._server = await asyncio.start_server(self._handle, self._host, self._requested_port, ssl=self._ssl,
+                                                  ssl_handshake_timeout=self._setup_timeout if self._ssl else None)
         log.info("%s ingest listening on %s:%d", self.protocol_name, self._host, self.port)
 
     async def stop(self) -> None:
@@ -158,8 +160,6 @@ class RTMPServer:
                                                 handshake_random=os.urandom(HANDSHAKE_SIZE - 8)), deadline)
         reason = "publisher disconnected"
         try:
-            if self._ssl is not None:
-                await self._start_tls(conn, writer)
             await self._serve(conn, reader, writer)
         except _Done as done:
             reason = str(done)
@@ -182,14 +182,6 @@ class RTMPServer:
                 self._per_ip[ip] -= 1
                 if self._per_ip[ip] <= 0:
                     del self._per_ip[ip]
-
-    async def _start_tls(self, conn: _Conn, writer: asyncio.StreamWriter) -> None:
-        assert self._ssl is not None
-        remaining = max(conn.deadline - asyncio.get_running_loop().time(), 0.001)
-        try:
-            await asyncio.wait_for(writer.start_tls(self._ssl, ssl_handshake_timeout=remaining), remaining)
-        except TimeoutError:
-            raise _Done("setup timeout") from None
 
     async def _end(self, conn: _Conn, writer: asyncio.StreamWriter, reason: str) -> None:
         try:
