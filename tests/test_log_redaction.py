@@ -12,7 +12,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -228,10 +228,11 @@ def test_no_token_in_server_log(server: OnairServer) -> None:
 
 
 @pytest.mark.media
-def test_no_restream_key_in_server_log(server: OnairServer) -> None:
+def test_no_restream_key_in_server_log(make_server: Callable[..., OnairServer]) -> None:
     """ffmpeg's own error text names the target URL: the filter has to catch keys and passphrases in it."""
     if not have("ffmpeg"):
         pytest.skip("ffmpeg is not installed")
+    server = make_server(allow_private_targets=True).start()  # the dead targets are on loopback
     source = create_stream(server, name="source")
     dead = free_port()
     targets = {"rtmp": f"rtmp://127.0.0.1:{dead}/live2/{OTHER}",

@@ -21,7 +21,12 @@ def _watch(master_url: str, address: str, agent: str, stop_event: threading.Even
     """A player: follows the LL-HLS playlist with blocking reloads and fetches the parts, from its own address."""
     transport = httpx.HTTPTransport(local_address=address)
     with httpx.Client(transport=transport, timeout=15, headers={"User-Agent": agent}) as http:
-        media = parse_master(http.get(master_url).raise_for_status().text, master_url)[0]["uri"]
+        master = http.get(master_url)
+        while master.status_code != 200:  # the stream is not playable yet: a player retries
+            if stop_event.wait(0.2):
+                return
+            master = http.get(master_url)
+        media = parse_master(master.text, master_url)[0]["uri"]
         while not stop_event.is_set():
             text = http.get(media).text
             parts = re.findall(r'URI="(part\d+\.\d+\.m4s)"', text)
@@ -49,19 +54,19 @@ def test_viewers_count_players_watching_now(make_server: Callable[..., OnairServ
     players: list[threading.Thread] = []
     try:
         wait_until(lambda: stream_state(srv, sid)["live"], 15, what="live")
-        wait_until(lambda: httpx.get(stream["hls_cmaf_url"]).status_code == 200, 20, what="playable")
+        # only the three players fetch the stream: any other client would be a viewer too
         for n in (2, 3, 4):
             t = threading.Thread(target=_watch, args=(stream["hls_cmaf_url"], f"127.0.0.{n}", f"player-{n}", done),
                                  daemon=True)
             t.start()
             players.append(t)
-        wait_until(lambda: stream_state(srv, sid)["viewers"] == 3, 20, what="3 viewers")
-        assert _gauge(srv) == 3
+        wait_until(lambda: stream_state(srv, sid)["viewers"] == 3, 30, what="3 viewers")
+        wait_until(lambda: _gauge(srv) == 3, 10, what="the gauge at 3")
         done.set()
         for t in players:
             t.join(20)
         wait_until(lambda: stream_state(srv, sid)["viewers"] == 0, 30, interval=1.0, what="0 viewers")
-        assert _gauge(srv) == 0
+        wait_until(lambda: _gauge(srv) == 0, 5, what="the gauge at 0")
     finally:
         done.set()
         stop(publisher)

@@ -16,7 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('streams', schema=None) as batch_op:
+    with op.batch_alter_table('streams', schema=None, table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.add_column(sa.Column('playback_signed', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('playback_secret', sa.String(length=64), nullable=True))
     # every existing stream gets its own secret, then the column becomes NOT NULL
@@ -25,11 +25,12 @@ def upgrade() -> None:
     for (stream_id,) in conn.execute(sa.select(streams.c.id)).all():
         conn.execute(streams.update().where(streams.c.id == stream_id)
                      .values(playback_secret=secrets.token_hex(32)))
-    with op.batch_alter_table('streams', schema=None) as batch_op:
+    # SQLite recreates the table for this: keep AUTOINCREMENT, or deleted stream ids would be reused
+    with op.batch_alter_table('streams', schema=None, table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.alter_column('playback_secret', existing_type=sa.String(length=64), nullable=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('streams', schema=None) as batch_op:
+    with op.batch_alter_table('streams', schema=None, table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.drop_column('playback_secret')
         batch_op.drop_column('playback_signed')
