@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from onair.formats.hls import vod_master_playlist
 from onair.formats.probe import MediaInfo
 from onair.outputs.recording.finishing import (
     piece_inputs,
     recording_end,
-    vod_master_playlist,
     write_master_playlists,
 )
 from onair.outputs.recording.journal import JOURNAL, mark_done, write_journal

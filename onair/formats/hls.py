@@ -263,3 +263,11 @@ def render_clip_variant(uri: str, bandwidth: int, audio_uri: str | None) -> str:
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", *_clip_audio_lines(audio_uri),
              _clip_stream_inf(bandwidth, audio_uri is not None), uri]
     return "\n".join(lines) + "\n"
+
+
+def vod_master_playlist(bandwidth: int, resolution: str | None, codecs: str, uri: str) -> str:
+    """The one-variant master playlist of a VOD HLS; ``resolution`` is "WxH" or None if unknown."""
+    res = f",RESOLUTION={resolution}" if resolution else ""
+    return (f"#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+            f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth}{res},CODECS="{codecs}"\n'
+            f"{uri}\n")

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from onair.formats.hls import vod_master_playlist
 from onair.formats.probe import MediaInfo
 from onair.transcode.ffmpeg_run import probe_file, run_ffmpeg
 
@@ -27,14 +28,6 @@ VOD_HLS = (
     ("cmaf", "master-cmaf.m3u8", ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
                                   "-hls_segment_filename", "seg%d.m4s"]),
 )
-
-
-def vod_master_playlist(bandwidth: int, resolution: str | None, codecs: str, uri: str) -> str:
-    """The one-variant master playlist of a VOD HLS; ``resolution`` is "WxH" or None if unknown."""
-    res = f",RESOLUTION={resolution}" if resolution else ""
-    return (f"#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n"
-            f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth}{res},CODECS="{codecs}"\n'
-            f"{uri}\n")
 
 
 def _codecs(info: MediaInfo) -> str:
