@@ -192,6 +192,21 @@ def _transcoder_pids(server_pid: int) -> list[int]:
     return pids
 
 
+def _first_media_playlist(http: httpx.Client, master_url: str) -> str:
+    master = wait_until(lambda: (r := http.get(master_url)).status_code == 200 and r.text, 20, what="master")
+    return master_url.rsplit("/", 1)[0] + "/" + next(
+        ln for ln in master.splitlines() if ln.endswith("index.m3u8") and not ln.startswith("#"))
+
+
+def _last_part(http: httpx.Client, media_url: str) -> tuple[int, int]:
+    """(msn, index) of the newest part listed (not the preload hint)."""
+    import re
+
+    text = http.get(media_url).text
+    parts = re.findall(r'URI="part(\d+)\.(\d+)\.m4s"', text.split("#EXT-X-PRELOAD-HINT")[0])
+    return max((int(a), int(b)) for a, b in parts)
+
+
 def test_killed_transcoder_output_resumes_within_5s(make_server: Any) -> None:
     import re
 
@@ -200,15 +215,10 @@ def test_killed_transcoder_output_resumes_within_5s(make_server: Any) -> None:
     pub = push_rtmp(stream["push_url"], size="640x360", rate=25)
     http = httpx.Client(timeout=15)
     try:
-        master = wait_until(lambda: (r := http.get(stream["hls_cmaf_url"])).status_code == 200 and r.text, 20,
-                            what="master")
-        media_url = stream["hls_cmaf_url"].rsplit("/", 1)[0] + "/" + next(
-            ln for ln in master.splitlines() if ln.endswith("index.m3u8") and not ln.startswith("#"))
+        media_url = _first_media_playlist(http, stream["hls_cmaf_url"])
 
         def last_part() -> tuple[int, int]:
-            text = http.get(media_url).text
-            parts = re.findall(r'URI="part(\d+)\.(\d+)\.m4s"', text.split("#EXT-X-PRELOAD-HINT")[0])
-            return max((int(a), int(b)) for a, b in parts)
+            return _last_part(http, media_url)
 
         wait_until(lambda: last_part()[0] >= 2, 20, what="a few segments")
         assert srv.proc is not None
@@ -249,7 +259,6 @@ def _fill_disk(path: Any) -> None:
 def test_full_disk_keeps_the_live_stream_serving(tmp_path: Any) -> None:
     """DVR segments, MPEG-TS HLS and screenshots on a disk that fills up: those writes stop, the LL-HLS
     output (from memory) keeps serving new parts, the transcoder is not restarted, the log says why."""
-    import re
     import subprocess
 
     disk = tmp_path / "disk"
@@ -263,15 +272,10 @@ def test_full_disk_keeps_the_live_stream_serving(tmp_path: Any) -> None:
         srv.start()
         stream = _stream(srv, dvr_enabled=True, dvr_duration=60)
         pub = push_rtmp(stream["push_url"], size="320x240", rate=15)
-        master = wait_until(lambda: (r := http.get(stream["hls_cmaf_url"])).status_code == 200 and r.text, 20,
-                            what="master")
-        media_url = stream["hls_cmaf_url"].rsplit("/", 1)[0] + "/" + next(
-            ln for ln in master.splitlines() if ln.endswith("index.m3u8") and not ln.startswith("#"))
+        media_url = _first_media_playlist(http, stream["hls_cmaf_url"])
 
         def last_part() -> tuple[int, int]:
-            text = http.get(media_url).text
-            parts = re.findall(r'URI="part(\d+)\.(\d+)\.m4s"', text.split("#EXT-X-PRELOAD-HINT")[0])
-            return max((int(a), int(b)) for a, b in parts)
+            return _last_part(http, media_url)
 
         wait_until(lambda: last_part()[0] >= 2, 20, what="a few segments")
         restarts = _metric(srv, "onair_transcoder_restarts_total")
