@@ -31,8 +31,8 @@ from bench.harness import poll, running_server, stop_process
 from bench.http1 import Connection
 from bench.procs import CpuMeter, loadavg, nginx, push_file, ratio, self_cpu, source_file, table
 
-_PART = re.compile(r'#EXT-X-PART:[^\n]*URI="([^"]+)"')
-_HINT = re.compile(r'#EXT-X-PRELOAD-HINT:[^\n]*URI="part(\d+)\.(\d+)\.m4s"')
+PART_URI = re.compile(r'#EXT-X-PART:[^\n]*URI="([^"]+)"')
+PRELOAD_HINT = re.compile(r'#EXT-X-PRELOAD-HINT:[^\n]*URI="part(\d+)\.(\d+)\.m4s"')
 
 
 @dataclass
@@ -60,7 +60,7 @@ async def ll_loop(host: str, port: int, path: str, c: Counters, snap: Snapshot |
     conn = Connection(host, port)
     base = path.rsplit("/", 1)[0]
     status, body = await conn.get(path)
-    hint = _HINT.search(body.decode())
+    hint = PRELOAD_HINT.search(body.decode())
     if status != 200 or hint is None:
         raise RuntimeError(f"no preload hint in {path}: {status} {body[:200]!r}")
     msn, idx = int(hint[1]), int(hint[2])
@@ -73,8 +73,8 @@ async def ll_loop(host: str, port: int, path: str, c: Counters, snap: Snapshot |
                 continue
             c.reloads += 1
             text = body.decode()
-            parts = _PART.findall(text)
-            hint = _HINT.search(text)
+            parts = PART_URI.findall(text)
+            hint = PRELOAD_HINT.search(text)
             if not parts or hint is None:
                 c.errors += 1
                 continue

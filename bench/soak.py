@@ -31,6 +31,7 @@ import httpx
 
 from bench.harness import API_KEY, Server, poll, running_server, stop_process
 from bench.http1 import Connection
+from bench.playback import PART_URI, PRELOAD_HINT
 from bench.procs import loadavg, push_file, rss_mb, source_file, table
 
 STREAMS = 4
@@ -40,8 +41,6 @@ RECONNECT_S = 60.0  # one publisher reconnect this often; the first at half that
 WARMUP_S = 60.0
 GROWTH_LIMIT = 0.05
 HEADERS = {"Authorization": f"APIKey {API_KEY}"}
-_PART = re.compile(r'#EXT-X-PART:[^\n]*URI="([^"]+)"')
-_HINT = re.compile(r'#EXT-X-PRELOAD-HINT:[^\n]*URI="part(\d+)\.(\d+)\.m4s"')
 
 
 @dataclass
@@ -127,7 +126,7 @@ class Soak:
             status, body = await conn.get(path + query)
             self.tally.status(status, "media playlist")
             text = body.decode(errors="replace")
-            parts, hint = _PART.findall(text), _HINT.search(text)
+            parts, hint = PART_URI.findall(text), PRELOAD_HINT.search(text)
             if status != 200 or not parts or hint is None or "#EXT-X-ENDLIST" in text:
                 return
             status, _ = await conn.get(f"{base}/{parts[-1]}")

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from prometheus_client import Counter, Gauge
 
 from onair.config import Settings
-from onair.hub.access import IngestDirectory, Refusal, StreamAccess, access_refusal
+from onair.hub.access import UNKNOWN, IngestDirectory, StreamAccess, access_refusal
 from onair.hub.events import EventBus, FeedSwitched, PublisherEnded, PublisherLive, SessionEnded, SessionStarted
 from onair.hub.keys import parse_stream_key
 from onair.hub.live_stream import LiveStream
@@ -89,10 +89,11 @@ class StreamHub:
             running = self._streams.get(key.stream_id)
             in_use = running is not None and any(p.key.backup == key.backup for p in running.publishers)
             refusal = access_refusal(_access(config), key, pull=pull, in_use=in_use)
-            if refusal is not None or config is None:
+            if refusal is not None or config is None:  # no config: access_refusal said UNKNOWN
+                refusal = refusal or UNKNOWN
                 log.info("publish refused", extra={"stream": key.redacted(), "protocol": protocol,
-                                                   "remote": remote, "reason": (refusal or _UNKNOWN).reason})
-                self._refuse(protocol, (refusal or _UNKNOWN).reason, (refusal or _UNKNOWN).code)
+                                                   "remote": remote, "reason": refusal.reason})
+                self._refuse(protocol, refusal.reason, refusal.code)
             publisher = Publisher(self, key, protocol, _input_format(protocol), started=time.monotonic(),
                                   pulled=pull)
             if running is not None and running.reconnecting:
@@ -277,7 +278,6 @@ class StreamHub:
                     log.exception("failover check failed", extra={"stream_id": stream.stream_id})
 
 
-_UNKNOWN = Refusal("unknown stream", 2001, unknown=True)
 
 
 def _access(config: PublishConfig | None) -> StreamAccess | None:

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from onair.hub.publisher import Publisher
 from onair.hub.registry import StreamHub
 from onair.store.db import disk_full
 from onair.store.models import StreamSample, ViewerSample
@@ -29,7 +30,8 @@ class StatsSampler:
         self.hub = hub
         self.sessionmaker = sessionmaker
         self.period = period
-        self._last_bytes: dict[int, int] = {}
+        # per stream: the feeding publisher last sampled and its byte count then (a new one starts at 0)
+        self._last_bytes: dict[int, tuple[Publisher, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._disk_full = False
 
@@ -73,8 +75,9 @@ class StatsSampler:
             if pub is None or not stream.is_live:
                 continue  # a standby feed is not what viewers get
             st = stream.transcoder.stats
-            delta = pub.bytes_in - self._last_bytes.get(stream.stream_id, 0)
-            self._last_bytes[stream.stream_id] = pub.bytes_in
+            last_pub, last = self._last_bytes.get(stream.stream_id, (pub, 0))
+            delta = pub.bytes_in - (last if last_pub is pub else 0)
+            self._last_bytes[stream.stream_id] = (pub, pub.bytes_in)
             if not st.source_height:
                 continue
             fps = st.source_fps or 0.0
