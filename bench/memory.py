@@ -24,6 +24,19 @@ def _sample(pid: int) -> tuple[float, float, float, int]:
     return rss_mb(pid), sum(rss_mb(p) for p in kids), sum(pss_mb(p) for p in kids), len(kids)
 
 
+IDLE_TARGET_MB = 100
+STREAM_TARGET_MB = 5
+
+
+def _idle_rss(pid: int, settle: float, samples: int) -> float:
+    time.sleep(settle)
+    got = []
+    for _ in range(samples):
+        got.append(rss_mb(pid))
+        time.sleep(0.5)
+    return float(statistics.median(got))
+
+
 def main(quick: bool = False) -> None:
     streams, settle, samples = 3, (2.0 if quick else 8.0), (3 if quick else 5)
     src = source_file("640x360", 30, 10)
@@ -34,7 +47,15 @@ def main(quick: bool = False) -> None:
           f"load average {loadavg()}", flush=True)
     with running_server() as srv:
         assert srv.proc is not None
+        first_start = _idle_rss(srv.proc.pid, settle, samples)
+        srv.stop()
+        srv.start()  # the same data dir again: what an operator's node is after its first day
+        assert srv.proc is not None
         pid = srv.proc.pid
+        restarted = _idle_rss(pid, settle, samples)
+        met = "met" if max(first_start, restarted) <= IDLE_TARGET_MB else "NOT met"
+        print(f"    idle node RSS: first start {first_start:.1f} MB, restarted {restarted:.1f} MB "
+              f"(target <= {IDLE_TARGET_MB} MB: {met})", flush=True)
         try:
             for k in range(streams + 1):
                 if k:
@@ -65,6 +86,9 @@ def main(quick: bool = False) -> None:
           f"ffmpeg {(r3 - r0) / streams:.1f} MB RSS / {(p3 - p0) / streams:.1f} MB PSS, "
           f"server + ffmpeg {(s3 + r3 - s0 - r0) / streams:.1f} MB RSS; idle server {s0:.1f} MB "
           f"(load average {loadavg()})", flush=True)
+    per_stream = (s3 - s0) / streams
+    print(f"    server per live stream {per_stream:.1f} MB (target <= {STREAM_TARGET_MB} MB: "
+          f"{'met' if per_stream <= STREAM_TARGET_MB else 'NOT met'})", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,8 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,6 +32,9 @@ from onair.outbound import TargetRefused, check_target
 from onair.outbound.policy import parse_target, resolve_target
 from onair.store.models import Webhook, WebhookDelivery
 from onair.timeutil import utcnow
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["WebhookSender", "backoff", "resolved_refusal", "sign", "target_allowed"]
 
@@ -131,10 +133,6 @@ class WebhookSender:
     def start(self) -> None:
         if self.loop_task is not None:
             return
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_S), follow_redirects=False, trust_env=False,
-            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
-            headers={"User-Agent": f"onair/{__version__}"})
         self.loop_task = asyncio.create_task(self._run(), name="webhook-sender")
 
     async def stop(self) -> None:
@@ -241,7 +239,13 @@ class WebhookSender:
             return _Outcome(None, f"target refused: {reason}"[:200])
         body = json.dumps(claim.payload, separators=(",", ":"), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", "Onair-Signature": sign(claim.secret, int(time.time()), body)}
-        assert self.client is not None
+        import httpx  # here, not at the top: a node without webhooks never loads it (about 10 MB resident)
+
+        if self.client is None:
+            self.client = httpx.AsyncClient(
+                timeout=httpx.Timeout(REQUEST_TIMEOUT_S), follow_redirects=False, trust_env=False,
+                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+                headers={"User-Agent": f"onair/{__version__}"})
         try:
             async with asyncio.timeout(TOTAL_TIMEOUT_S):
                 async with self.client.stream("POST", claim.url, content=body, headers=headers) as response:

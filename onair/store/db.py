@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*=\s*['\"]?(\w+)", re.MULTILINE)
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -38,20 +45,70 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
 
 
+def head_revision() -> str | None:
+    """The newest migration, read from the version files' `revision`/`down_revision` lines."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        for name, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
+            (revisions if name == "revision" else parents).add(value)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _current_revision(connection: Connection) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+
+
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+    """Bring the schema to the newest migration.
+
+    Alembic stays resident once imported (about 10 MB), so when there is work for it a child process does it.
+    """
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current_revision)
+    head = head_revision()
+    if head is not None and current == head:
+        return
+    env = {**os.environ, MIGRATE_URL_ENV: engine.url.render_as_string(hide_password=False)}  # not argv: ps shows it
+    child = await asyncio.create_subprocess_exec(sys.executable, "-m", "onair.store.db", env=env,
+                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError("database migration failed: " + err.decode(errors="replace")[-2000:])
+
+
+MIGRATE_URL_ENV = "ONAIR_MIGRATE_DATABASE_URL"
+
+
+async def _migrate_here(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(_migrate_here(os.environ[MIGRATE_URL_ENV]))
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

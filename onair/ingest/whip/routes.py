@@ -11,6 +11,7 @@ import html
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
@@ -19,12 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from onair.config import Settings
 from onair.hub.keys import parse_stream_key
 from onair.hub.ports import IngestGateway, IngestRefused
-from onair.ingest.whip.ice import configure_host_candidates, loopback_wanted
-from onair.ingest.whip.media import install_passthrough
-from onair.ingest.whip.session import OfferError, WhipSession, check_offer
 from onair.store.models import Stream
 from onair.templates import fill
 from onair.urls import UrlBuilder
+
+if TYPE_CHECKING:
+    from onair.ingest.whip.session import WhipSession
 
 log = logging.getLogger("onair.ingest.whip")
 
@@ -46,8 +47,20 @@ class WhipService:
         self.urls = urls
         self.sessionmaker = sessionmaker
         self.sessions: dict[str, WhipSession] = {}
+        self._webrtc_ready = False
+
+    def load_webrtc(self) -> None:
+        """Load and configure aiortc at the first offer: it is about 35 MB resident, which a node that never sees
+        a WHIP publisher should not carry."""
+        if self._webrtc_ready:
+            return
+        from onair.ingest.whip.ice import configure_host_candidates, loopback_wanted
+        from onair.ingest.whip.media import install_passthrough
+
         install_passthrough()
-        configure_host_candidates(settings.bind, loopback_wanted(settings.bind, settings.whip_loopback_candidates))
+        bind = self.settings.bind
+        configure_host_candidates(bind, loopback_wanted(bind, self.settings.whip_loopback_candidates))
+        self._webrtc_ready = True
 
     def forget(self, session: WhipSession) -> None:
         self.sessions.pop(session.id, None)
@@ -78,6 +91,9 @@ async def whip_publish(request: Request, key: str) -> Response:
     if stream_key is None or stream_key.backup:  # no backup WHIP (spec R20)
         return _error(401, "stream does not exist", 2001)
     offer = body.decode("utf-8", errors="replace")
+    service.load_webrtc()
+    from onair.ingest.whip.session import OfferError, WhipSession, check_offer
+
     try:
         check_offer(offer)
     except OfferError as exc:
