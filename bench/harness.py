@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,8 +60,9 @@ def median(values: list[float]) -> float:
 class Server:
     """A node on loopback with its own data dir and free ports."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.extra_env = env or {}
         self.http_port = free_port()
         self.ports: dict[str, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -71,7 +73,8 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "ONAIR_DATA_DIR": str(self.data_dir), "ONAIR_API_KEY": API_KEY,
                "ONAIR_BIND": "127.0.0.1", "ONAIR_PUBLIC_HOST": "127.0.0.1", "ONAIR_HTTP_PORT": str(self.http_port),
-               "ONAIR_RTMP_PORT": "0", "ONAIR_RTMPS_PORT": "0", "ONAIR_SRT_PORT": "0", "ONAIR_LOG_LEVEL": "warning"}
+               "ONAIR_RTMP_PORT": "0", "ONAIR_RTMPS_PORT": "0", "ONAIR_SRT_PORT": "0", "ONAIR_LOG_LEVEL": "warning",
+               **self.extra_env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process lifetime
         onair = str(Path(sys.executable).parent / "onair")
         self.proc = subprocess.Popen([onair, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
@@ -107,9 +110,9 @@ class Server:
 
 
 @contextmanager
-def running_server() -> Iterator[Server]:
+def running_server(env: dict[str, str] | None = None) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="onair-bench-") as tmp:
-        srv = Server(Path(tmp) / "node").start()
+        srv = Server(Path(tmp) / "node", env).start()
         try:
             yield srv
         finally:
@@ -195,3 +198,29 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+PG_ADMIN_DSN = os.environ.get("ONAIR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database on this machine's server (dropped afterwards): its SQLAlchemy URL."""
+    import asyncio
+
+    import asyncpg
+
+    name = "onair_bench_" + uuid.uuid4().hex[:10]
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

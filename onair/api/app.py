@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,6 +16,7 @@ from onair.api import clips, documents, errors, overlays, quality_sets, statisti
 from onair.api.deps import require_api_key
 from onair.api.ratelimit import FailureLimiter
 from onair.node import Node
+from onair.store.snapshots import Snapshots, WriteGeneration
 
 MAX_BODY = 1 << 20  # API bodies are small JSON; anything larger is refused before parsing
 ASYNCIO_TASKS = Gauge("onair_asyncio_tasks", "asyncio tasks of the server process (a leak shows as growth)")
@@ -56,6 +58,7 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
                   description="Self-hosted live streaming: the /streaming API (gcore SDK compatible).")
     app.state.node = node
     app.state.auth_limiter = FailureLimiter()
+    app.state.snapshots = Snapshots[Any](WriteGeneration(node.engine))
     errors.install(app)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
                        expose_headers=["Location", "Link", "X-Total-Count", "ETag"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -13,13 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from onair.api.errors import ApiError
 from onair.api.ratelimit import FailureLimiter
 from onair.store.api_keys import hash_key
-from onair.store.models import ApiKey
+from onair.store.models import ApiKey, Stream
+from onair.store.snapshots import Snapshots
 
 if TYPE_CHECKING:
     from onair.node import Node
 
 
-def get_node(request: Request) -> Node:
+async def get_node(request: Request) -> Node:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every request
     node: Node = request.app.state.node
     return node
 
@@ -34,6 +36,17 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 DbDep = Annotated[AsyncSession, Depends(get_db)]
+
+
+StreamSnapshot = tuple[Stream, list[dict[str, Any]]]  # a stream row and its overlays, as the API shows them
+
+
+async def get_snapshots(request: Request) -> Snapshots[Any]:
+    snapshots: Snapshots[Any] = request.app.state.snapshots
+    return snapshots
+
+
+SnapshotsDep = Annotated[Snapshots[Any], Depends(get_snapshots)]  # API reads served until the next write
 
 
 def _unauthorized(text: str) -> ApiError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from onair.api.deps import DbDep, NodeDep
+from onair.api.deps import DbDep, NodeDep, SnapshotsDep, StreamSnapshot
 from onair.api.errors import field_error, not_found
 from onair.api.schemas import (
     PlaybackTokenCreate,
@@ -52,10 +53,13 @@ async def stream_response(node: NodeDep, db: AsyncSession, stream: Stream,
     out = stream_out(node, stream, [overlay_out(o) for o in overlays])
     if with_broadcasts:
         docs = (await db.execute(select(Document).where(Document.kind == "broadcast"))).scalars().all()
-        out["broadcasts"] = [{"id": d.id, **d.data} for d in docs
-                             if d.id in (stream.broadcast_ids or [])
-                             or stream.id in (d.data.get("stream_ids") or [])]
+        out["broadcasts"] = broadcasts_of(stream, docs)
     return out
+
+
+def broadcasts_of(stream: Stream, docs: Sequence[Document]) -> list[dict[str, Any]]:
+    return [{"id": d.id, **d.data} for d in docs
+            if d.id in (stream.broadcast_ids or []) or stream.id in (d.data.get("stream_ids") or [])]
 
 
 async def _check_fields(node: NodeDep, db: AsyncSession, fields: StreamFields, stream: Stream | None) -> None:
@@ -75,15 +79,37 @@ async def _check_fields(node: NodeDep, db: AsyncSession, fields: StreamFields, s
                 raise field_error("uri", str(exc)) from None
 
 
-@router.get("", response_model=list[StreamOut], response_model_exclude_none=False)
-async def list_streams(node: NodeDep, db: DbDep, response: Response,
-                       page: int = Query(1, ge=1, le=10**6),
-                       with_broadcasts: int = Query(0, ge=0, le=1)) -> list[dict[str, Any]]:
+StreamPage = tuple[int, list[StreamSnapshot], list[Document]]  # total, the page's streams, broadcasts
+
+
+async def _stream_page(db: AsyncSession, page: int, with_broadcasts: bool) -> StreamPage:
     total = (await db.execute(select(func.count(Stream.id)))).scalar_one()
     rows = (await db.execute(select(Stream).order_by(Stream.id.desc())
                              .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE))).scalars().all()
+    overlays: dict[int, list[dict[str, Any]]] = {s.id: [] for s in rows}
+    if rows:  # one query for the page's overlays, not one per stream
+        for o in (await db.execute(select(Overlay).where(Overlay.stream_id.in_(overlays))
+                                   .order_by(Overlay.id))).scalars():
+            overlays[o.stream_id].append(overlay_out(o))
+    docs = list((await db.execute(select(Document).where(Document.kind == "broadcast"))).scalars()) \
+        if with_broadcasts else []
+    return total, [(s, overlays[s.id]) for s in rows], docs
+
+
+@router.get("", response_model=list[StreamOut], response_model_exclude_none=False)
+async def list_streams(node: NodeDep, db: DbDep, response: Response, snapshots: SnapshotsDep,
+                       page: int = Query(1, ge=1, le=10**6),
+                       with_broadcasts: int = Query(0, ge=0, le=1)) -> list[dict[str, Any]]:
+    total, streams, docs = await snapshots.get(("page", page, with_broadcasts),
+                                               lambda: _stream_page(db, page, bool(with_broadcasts)))
     response.headers["X-Total-Count"] = str(total)
-    return [await stream_response(node, db, s, bool(with_broadcasts)) for s in rows]
+    out = []
+    for stream, overlays in streams:
+        item = stream_out(node, stream, overlays)
+        if with_broadcasts:
+            item["broadcasts"] = broadcasts_of(stream, docs)
+        out.append(item)
+    return out
 
 
 @router.post("", response_model=StreamOut)
@@ -106,9 +132,19 @@ async def create_stream(body: StreamCreate, node: NodeDep, db: DbDep) -> dict[st
     return await stream_response(node, db, stream)
 
 
+async def _stream_snapshot(db: AsyncSession, stream_id: int) -> StreamSnapshot:
+    stream = await load_stream(db, stream_id)
+    overlays = (await db.execute(select(Overlay).where(Overlay.stream_id == stream.id)
+                                 .order_by(Overlay.id))).scalars().all()
+    return stream, [overlay_out(o) for o in overlays]
+
+
 @router.get("/{stream_id}", response_model=StreamOut)
-async def get_stream(node: NodeDep, db: DbDep, stream_id: int = StreamId) -> dict[str, Any]:
-    return await stream_response(node, db, await load_stream(db, stream_id))
+async def get_stream(node: NodeDep, db: DbDep, snapshots: SnapshotsDep,
+                     stream_id: int = StreamId) -> dict[str, Any]:
+    # dashboards poll this: the rows come from a snapshot until the next write; live fields are read fresh
+    stream, overlays = await snapshots.get(stream_id, lambda: _stream_snapshot(db, stream_id))
+    return stream_out(node, stream, overlays)
 
 
 @router.patch("/{stream_id}", response_model=StreamOut)
