@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from onair.player.settings import load_display_settings, parse_player_id
 from onair.store.models import Overlay, Stream
+from onair.store.snapshots import Snapshots
 from onair.templates import fill
 
 if TYPE_CHECKING:
@@ -63,12 +64,24 @@ def _node(request: Request) -> Node:
     return node
 
 
-async def _load(node: Node, pid: str) -> Stream | None:
+def _snapshots(request: Request) -> Snapshots[Any]:
+    snapshots: Snapshots[Any] = request.app.state.snapshots
+    return snapshots
+
+
+async def _load(request: Request, pid: str) -> Stream | None:
+    """Viewers poll info.json: the row comes from a snapshot that the next database write ends."""
+    node = _node(request)
     sid = node.urls.parse_public_id(pid)
     if sid is None:
         return None
-    async with node.sessionmaker() as db:
-        return await db.get(Stream, sid)
+
+    async def load() -> Stream | None:
+        async with node.sessionmaker() as db:
+            return await db.get(Stream, sid)
+
+    stream: Stream | None = await _snapshots(request).get(("player-stream", sid), load)
+    return stream
 
 
 async def _refused(node: Node, stream: Stream, token: str | None) -> bool:
@@ -84,13 +97,20 @@ async def _overlays(node: Node, stream_id: int) -> list[dict[str, Any]]:
                  "stretch": bool(o.stretch)} for o in rows]
 
 
-async def stream_info(node: Node, stream: Stream, playback_token: str | None = None) -> dict[str, Any]:
+async def _overlays_of(request: Request, stream_id: int) -> list[dict[str, Any]]:
+    overlays: list[dict[str, Any]] = await _snapshots(request).get(
+        ("player-overlays", stream_id), lambda: _overlays(_node(request), stream_id))
+    return overlays
+
+
+async def stream_info(request: Request, stream: Stream, playback_token: str | None = None) -> dict[str, Any]:
     """What a viewer may know about a stream: playback URLs and state, no push token, no push URLs.
 
     Overlays are public display data (the widgets end up in the picture anyway); `source_width`/`_height`
     is the pushed frame size the overlay coordinates refer to, null when unknown. With a playback token
     the playback URLs carry it.
     """
+    node = _node(request)
     urls = node.urls.stream_urls(stream.id, stream.token)
     if playback_token is not None:
         urls.update(node.urls.playback_urls(stream.id, playback_token))
@@ -102,7 +122,7 @@ async def stream_info(node: Node, stream: Stream, playback_token: str | None = N
         "live": node.control.is_live(stream.id),
         "projection": stream.projection,
         "html_overlay": stream.html_overlay,
-        "overlays": await _overlays(node, stream.id) if stream.html_overlay else [],
+        "overlays": await _overlays_of(request, stream.id) if stream.html_overlay else [],
         "dvr_enabled": stream.dvr_enabled,
         "dvr_duration": stream.dvr_duration,
         "source_width": int(rt.video_width) if rt is not None and rt.video_width else None,
@@ -118,13 +138,13 @@ async def stream_info(node: Node, stream: Stream, playback_token: str | None = N
 @router.get("/streams/{pid}/t/{token}/info.json", include_in_schema=False)
 async def player_info(request: Request, pid: str) -> Response:
     node = _node(request)
-    stream = await _load(node, pid)
+    stream = await _load(request, pid)
     if stream is None:
         return JSONResponse({"error": "no such stream"}, status_code=404, headers=NO_CACHE)
     token = request.path_params.get("token")
     if await _refused(node, stream, token):
         return JSONResponse({"error": "a valid playback token is required"}, status_code=403, headers=NO_CACHE)
-    return JSONResponse(await stream_info(node, stream, token), headers=NO_CACHE)
+    return JSONResponse(await stream_info(request, stream, token), headers=NO_CACHE)
 
 
 @router.get("/streams/{pid}", response_class=HTMLResponse)
@@ -132,7 +152,7 @@ async def player_info(request: Request, pid: str) -> Response:
 async def player_page(request: Request, pid: str,
                       player_id: str | None = Query(None, max_length=16)) -> Response:
     node = _node(request)
-    stream = await _load(node, pid)
+    stream = await _load(request, pid)
     if stream is None:
         return HTMLResponse("<!doctype html><title>Not found</title><p>No such stream.</p>", status_code=404,
                             headers=NO_CACHE)
@@ -140,7 +160,7 @@ async def player_page(request: Request, pid: str,
     if await _refused(node, stream, token):
         return HTMLResponse("<!doctype html><title>Forbidden</title><p>This stream needs a valid playback link.</p>",
                             status_code=403, headers=NO_CACHE)
-    info = await stream_info(node, stream, token)
+    info = await stream_info(request, stream, token)
     config = {
         "info_url": f"/streams/{pid}/t/{token}/info.json" if token else f"/streams/{pid}/info.json",
         "vendor": {"hls": "/player/vendor/hls.min.js", "dash": "/player/vendor/dash.all.min.js",
