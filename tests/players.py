@@ -41,7 +41,7 @@ for (const ev of ["waiting", "stalled"])
   v.addEventListener(ev, () => { if (m.started !== null) m.stalls.push([ev, now(), v.currentTime]); });
 function failed(err) {
   m.errors.push(String(err).slice(0, 300));
-  if (m.started === null) { teardown(); setTimeout(start, 250); }
+  if (m.started === null) Promise.resolve(teardown()).catch(() => {}).then(() => setTimeout(start, 250));
 }
 let teardown = () => {};
 function start() {
@@ -66,7 +66,7 @@ function start() {
     p.addEventListener("buffering", (e) => {
       if (e.buffering && m.started !== null) m.stalls.push(["buffering", now(), v.currentTime]);
     });
-    teardown = () => p.destroy();
+    teardown = () => p.destroy();  // a promise: the next try attaches once this player let go of <video>
     p.attach(v).then(() => p.load(url)).catch((e) => failed("shaka load " + (e && e.code) + " " + e));
   }
   v.play().catch(() => {});
