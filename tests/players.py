@@ -3,7 +3,7 @@
 Browser players (hls.js, dash.js, Shaka) run in Debian's Chromium on a harness page that Playwright serves on the
 onair server's own origin (so playlists are same-origin, as for the built-in player), the libraries read from
 node_modules. GStreamer plays with `gst-launch-1.0 playbin3` (hlsdemux2/dashdemux2, fakesinks); its progress is
-read from the pipeline: the presentation times the video fakesink reports and the buffering messages.
+read from the pipeline: the presentation times the video fakesink reports (gst-launch pauses it while buffering).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ HARNESS_PATH = "/__matrix/"
 # One page per player. `m.started` is the wall-clock time (s) of the first `playing` event; afterwards every
 # `waiting`/`stalled` (and Shaka's `buffering`) counts as a stall. A fatal error before the start loads again
 # after 250 ms, as a page embedding the player would.
-_PAGE = """<!doctype html><html><body><video id="v" muted playsinline></video>
+_PAGE = """<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
 <script src="%(vendor)s"></script>
 <script>
 const v = document.getElementById("v");
@@ -55,6 +55,7 @@ function start() {
     teardown = () => hls.destroy();
   } else if (kind === "dashjs") {
     const p = dashjs.MediaPlayer().create();
+    p.updateSettings({streaming: {liveCatchup: {enabled: true}}});  // as the built-in player
     p.on("error", (e) => failed("dash.js " + JSON.stringify(e.error || e).slice(0, 200)));
     p.initialize(v, url, true);
     teardown = () => p.reset();
@@ -67,7 +68,8 @@ function start() {
       if (e.buffering && m.started !== null) m.stalls.push(["buffering", now(), v.currentTime]);
     });
     teardown = () => p.destroy();  // a promise: the next try attaches once this player let go of <video>
-    p.attach(v).then(() => p.load(url)).catch((e) => failed("shaka load " + (e && e.code) + " " + e));
+    p.attach(v).then(() => p.load(url)).then(() => v.play().catch(() => {}))
+      .catch((e) => failed("shaka load " + (e && e.code) + " " + e));
   }
   v.play().catch(() => {});
 }
@@ -117,6 +119,9 @@ class BrowserPlayer:
         self.page.route(base_url + HARNESS_PATH + "**", serve)
         self.page.goto(base_url + HARNESS_PATH + kind + ".html")
 
+    def console_errors(self) -> list[str]:
+        return [c[:200] for c in self.console if c.startswith(("error", "warning"))]
+
     def state(self) -> dict[str, Any]:
         value: dict[str, Any] = self.page.evaluate("({...window.m, t: document.getElementById('v').currentTime})")
         return value
@@ -126,7 +131,6 @@ class BrowserPlayer:
 
 
 _PTS = re.compile(r"vsink.*last-message = chain.*pts: (\d+):(\d\d):(\d\d\.\d+)")
-_BUFFERING = re.compile(r"\(buffering\).*buffer-percent=\(int\)(\d+)")
 
 
 class GstPlayer:
@@ -136,7 +140,6 @@ class GstPlayer:
         self.kind = kind
         self.url = url
         self.frames: list[tuple[float, float]] = []  # (wall time, pts) of each video frame the sink got
-        self.buffering: list[tuple[float, int]] = []
         self.errors: list[str] = []
         self.tries = 0
         self._stop = False
@@ -166,8 +169,6 @@ class GstPlayer:
     def _parse(self, line: str) -> None:
         if (m := _PTS.search(line)) is not None:
             self.frames.append((time.time(), int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])))
-        elif (b := _BUFFERING.search(line)) is not None:
-            self.buffering.append((time.time(), int(b[1])))
         elif line.startswith("ERROR") or "error" in line[:40].lower():
             self.errors.append(line.strip()[:300])
 
@@ -180,9 +181,9 @@ class GstPlayer:
         frames = self.frames if watch_from is None else [f for f in self.frames if f[0] >= watch_from]
         if frames:
             out.played = frames[-1][1] - frames[0][1]
+        # a stall: no frame at the sink for over a second (gst-launch pauses the pipeline while it buffers)
         out.stalls = [("gap", a[0], b[0] - a[0]) for a, b in zip(frames, frames[1:], strict=False)
                       if b[0] - a[0] > 1.0]
-        out.stalls += [("buffering", t, p) for t, p in self.buffering if t > started and p < 100]
         return out
 
     def stop(self) -> None:

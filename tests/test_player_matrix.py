@@ -54,7 +54,7 @@ def _wait_live(srv: OnairServer, sid: int, timeout: float = 30) -> float:
 def _browser_outcome(p: BrowserPlayer, live_at: float, watched_from: float) -> Outcome:
     """Stalls are every waiting/stalled/buffering event after the start; `watched_from` is currentTime then."""
     st = p.state()
-    out = Outcome(p.kind, errors=list(st["errors"]), stalls=list(st["stalls"]))
+    out = Outcome(p.kind, errors=list(st["errors"]) + p.console_errors()[-3:], stalls=list(st["stalls"]))
     if st["started"] is not None:
         out.start_delay = float(st["started"]) - live_at
         out.played = float(st["t"]) - watched_from
