@@ -33,7 +33,7 @@ SIZE = "320x180"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnairServer]:
-    srv = OnairServer(tmp_path_factory.mktemp("matrix") / "node", rtmps_port=0).start()
+    srv = OnairServer(tmp_path_factory.mktemp("matrix") / "node").start()  # RTMPS on a free port (-1)
     yield srv
     srv.stop()
 
