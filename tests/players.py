@@ -212,7 +212,9 @@ def gst_encoder(kind: str, push_url: str, *, srt_url: str = "", rtmps_port: int 
     if kind == "srtsink":
         host, query = srt_url.removeprefix("srt://").split("?", 1)
         streamid = query.removeprefix("streamid=")  # `{id}#{token}`: a `#` in an SRT URI would be a fragment
-        sink = ["mpegtsmux", "name=m", "!", "srtsink", f"uri=srt://{host}?mode=caller", f"streamid={streamid}"]
+        # alignment=7: 7 TS packets (1316 bytes) per buffer, one SRT live-mode message each (GStreamer's advice)
+        sink = ["mpegtsmux", "name=m", "alignment=7", "!", "srtsink", f"uri=srt://{host}?mode=caller",
+                f"streamid={streamid}"]
     elif kind == "rtmpsink":
         sink = ["flvmux", "name=m", "streamable=true", "!", "rtmpsink", f"location={push_url} live=1"]
     elif kind == "rtmps":
