@@ -98,8 +98,10 @@ def test_player_plays_then_goes_offline(server: OnairServer, browser: Any) -> No
         assert page.evaluate("onairPlayer.mode") == "llhls" and page.evaluate("onairPlayer.hls !== null")
         _assert_plays(page, 30, console)
         assert page.evaluate("onairPlayer.video.muted") is True
-        wait_until(lambda: any(u.startswith(stream["screenshot"]) for u in requested), 40, interval=0.5,
-                   what="the poster (the stream screenshot) once it exists")
+        # the page polls info.json every 30 s: the poster follows once the first screenshot exists
+        wait_until(lambda: str(page.evaluate("onairPlayer.video.poster")).startswith(stream["screenshot"]), 40,
+                   interval=0.5, what="the poster (the stream screenshot) once it exists")
+        assert any(u.startswith(stream["screenshot"]) for u in requested)
         assert missing == []
         page.click("#onair-live")  # the live edge button keeps playback going
         _assert_plays(page, 15, console)
