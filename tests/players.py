@@ -160,11 +160,21 @@ class GstPlayer:
                 self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                               errors="replace", env=env)
             assert self._proc.stdout is not None
+            # a try that hangs (e.g. prerolled after a 404, waiting for buffering) is ended after 15 s without
+            # a frame and started again, as an application's watchdog would
+            watchdog = threading.Timer(15, self._end_try, (self._proc,))
+            watchdog.start()
             for line in self._proc.stdout:
                 self._parse(line)
             self._proc.wait()
+            watchdog.cancel()
             if not self.frames and not self._stop:
                 time.sleep(0.25)  # between tries, like the browser harness; not synchronisation
+
+    def _end_try(self, proc: subprocess.Popen[str]) -> None:
+        if not self.frames and proc.poll() is None:
+            self.errors.append("no frame within 15 s: pipeline restarted")
+            proc.terminate()
 
     def _parse(self, line: str) -> None:
         if (m := _PTS.search(line)) is not None:

@@ -62,13 +62,14 @@ def _browser_outcome(p: BrowserPlayer, live_at: float, watched_from: float) -> O
 
 
 def _watch(browser_players: list[BrowserPlayer], gst_players: list[GstPlayer], live_at: float) -> list[Outcome]:
-    """Wait for every player to start (or give up after 20 s), then watch all of them for WATCH seconds."""
+    """Wait for every player to start (or give up after 40 s), then watch all of them for WATCH seconds."""
     def all_started() -> bool:
         return (all(p.state()["started"] is not None for p in browser_players)
                 and all(p.frames for p in gst_players))
 
     try:
-        wait_until(all_started, 20, interval=0.1, what="every player started")
+        # 40 s: GStreamer's dashdemux2 buffers 30 s before it plays; each player is then watched for WATCH
+        wait_until(all_started, 40, interval=0.1, what="every player started")
     except AssertionError:
         pass  # the ones that never started are reported as such below
     watch_from = time.time()
@@ -79,8 +80,8 @@ def _watch(browser_players: list[BrowserPlayer], gst_players: list[GstPlayer], l
     return outcomes
 
 
-def _report(source: str, outcomes: list[Outcome]) -> str:
-    rows = [o.row(source, MAX_START, MIN_PLAYED) for o in outcomes]
+def _report(source: str, outcomes: list[Outcome], max_start: float = MAX_START, min_played: float = MIN_PLAYED) -> str:
+    rows = [o.row(source, max_start, min_played) for o in outcomes]
     with REPORT.open("a") as f:
         f.write("\n".join(rows) + "\n")
     return "\n".join(rows)
@@ -147,6 +148,6 @@ def test_gstreamer_encoders_go_live_and_play(node: OnairServer, browser: Any, en
             player.close()
         stop(enc)
     stderr = enc.stderr.read().decode(errors="replace") if enc.stderr else ""
-    _report(f"gst-{encoder}", [out])
+    _report(f"gst-{encoder}", [out], max_start=20, min_played=8)  # the bar here: live, then playing
     assert "without transaction" not in stderr, stderr[-2000:]
-    assert not out.stalls, out.row(encoder, MAX_START, 8)
+    assert not out.stalls, out.row(encoder, 20, 8)
