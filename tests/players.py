@@ -136,9 +136,10 @@ _PTS = re.compile(r"vsink.*last-message = chain.*pts: (\d+):(\d\d):(\d\d\.\d+)")
 class GstPlayer:
     """`gst-launch-1.0 playbin3` with fakesinks; restarted while it fails before the first frame."""
 
-    def __init__(self, kind: str, url: str) -> None:
+    def __init__(self, kind: str, url: str, *, watchdog: float | None = None) -> None:
         self.kind = kind
         self.url = url
+        self.watchdog = watchdog
         self.frames: list[tuple[float, float]] = []  # (wall time, pts) of each video frame the sink got
         self.errors: list[str] = []
         self.tries = 0
@@ -160,20 +161,23 @@ class GstPlayer:
                 self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                               errors="replace", env=env)
             assert self._proc.stdout is not None
-            # a try that hangs (e.g. prerolled after a 404, waiting for buffering) is ended after 15 s without
-            # a frame and started again, as an application's watchdog would
-            watchdog = threading.Timer(15, self._end_try, (self._proc,))
-            watchdog.start()
+            # a try that hangs (hlsdemux2 prerolled after a 404, never buffering) is ended after `watchdog` s
+            # without a frame and started again, as an application's watchdog would (dashdemux2 is given none:
+            # it buffers 30 s by design)
+            timer = threading.Timer(self.watchdog, self._end_try, (self._proc,)) if self.watchdog else None
+            if timer is not None:
+                timer.start()
             for line in self._proc.stdout:
                 self._parse(line)
             self._proc.wait()
-            watchdog.cancel()
+            if timer is not None:
+                timer.cancel()
             if not self.frames and not self._stop:
                 time.sleep(0.25)  # between tries, like the browser harness; not synchronisation
 
     def _end_try(self, proc: subprocess.Popen[str]) -> None:
         if not self.frames and proc.poll() is None:
-            self.errors.append("no frame within 15 s: pipeline restarted")
+            self.errors.append(f"no frame within {self.watchdog} s: pipeline restarted")
             proc.terminate()
 
     def _parse(self, line: str) -> None:

@@ -119,7 +119,8 @@ def test_every_player_starts_at_live_and_plays(node: OnairServer, browser: Any, 
         browser_players = [BrowserPlayer(browser, node.base_url, "hlsjs", stream["hls_cmaf_url"]),
                            BrowserPlayer(browser, node.base_url, "dashjs", stream["dash_url"]),
                            BrowserPlayer(browser, node.base_url, "shaka", stream["hls_cmaf_url"])]
-        gst_players = [GstPlayer("gst-hls", stream["hls_cmaf_url"]), GstPlayer("gst-dash", stream["dash_url"])]
+        gst_players = [GstPlayer("gst-hls", stream["hls_cmaf_url"], watchdog=15),
+                       GstPlayer("gst-dash", stream["dash_url"])]
         outcomes = _watch(browser_players, gst_players, live_at)
     finally:
         for gp in gst_players:
