@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 run: deps
 	$(BIN)/onair serve
 
-test: deps
+test: deps test-deps
 	$(BIN)/ruff check onair tests bench fuzz
 	$(BIN)/mypy onair
 	$(BIN)/lint-imports
@@ -40,6 +40,26 @@ system-deps:
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	ls /usr/lib/*/libsrt-gnutls.so.1.5* >/dev/null 2>&1 || missing="$$missing libsrt1.5-gnutls"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The other encoders and players of the player x encoder matrix (tests/test_player_matrix.py): GStreamer 1.22
+# (rtmp2sink, rtmpsink, srtsink; playbin3 with hlsdemux2/dashdemux2) and srt-live-transmit, installed only when
+# a plugin or binary is missing.
+GST_PLUGINS := /usr/lib/$(shell uname -m)-linux-gnu/gstreamer-1.0
+.PHONY: test-deps
+test-deps:
+	@missing=""; \
+	command -v gst-launch-1.0 >/dev/null || missing="$$missing gstreamer1.0-tools"; \
+	[ -f $(GST_PLUGINS)/libgstplayback.so ] || missing="$$missing gstreamer1.0-plugins-base"; \
+	[ -f $(GST_PLUGINS)/libgstrtmp2.so ] || missing="$$missing gstreamer1.0-plugins-bad"; \
+	[ -f $(GST_PLUGINS)/libgstadaptivedemux2.so ] || missing="$$missing gstreamer1.0-plugins-good"; \
+	[ -f $(GST_PLUGINS)/libgstx264.so ] || missing="$$missing gstreamer1.0-plugins-ugly"; \
+	[ -f $(GST_PLUGINS)/libgstlibav.so ] || missing="$$missing gstreamer1.0-libav"; \
+	command -v srt-live-transmit >/dev/null || missing="$$missing srt-tools"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

@@ -2,9 +2,10 @@
 
 Each stream is a pre-encoded 640x360@30 H.264/AAC file pushed over RTMP with `ffmpeg -re -c copy`
 (looped), so onair runs one ffmpeg per stream with the 360p rendition + audio, and packages LL-HLS /
-LL-DASH in memory (6-segment window). After each stream starts, a settle time, then the median of a few
-samples. ffmpeg children are shown as RSS (shared libraries counted once per process, what `ps` says)
-and PSS (shared pages split between the processes that map them, what they really add together).
+LL-DASH in memory (the live window, ONAIR_LIVE_WINDOW_SEGMENTS). After each stream starts, a settle
+time, then the median of a few samples. ffmpeg children are shown as RSS (shared libraries counted once
+per process, what `ps` says) and PSS (shared pages split between the processes that map them, what they
+really add together).
 """
 
 from __future__ import annotations

@@ -36,7 +36,9 @@ class Settings(BaseSettings):
                                        description="seconds a client has to send a request's headers")
     http_max_header_bytes: int = Field(64 * 1024, ge=4096, le=1024 * 1024,
                                        description="request line + headers larger than this get 431")
-    live_window_segments: int = Field(6, ge=3, description="segments kept in a live playlist without DVR")
+    # 20 x 2 s: GStreamer's adaptivedemux2 buffers 30 s before it plays DASH and then plays that far behind
+    # live, inside timeShiftBufferDepth; VLC starts 15 s behind. LL players start at the edge regardless.
+    live_window_segments: int = Field(20, ge=3, description="segments kept in a live playlist without DVR")
     srt_latency_ms: int = Field(120, ge=20, le=60000, description="SRT receiver latency (ms); senders may ask for more")
     failover_timeout: float = Field(3.0, gt=0, description="seconds without data before the backup ingest takes over")
     failback_delay: float = Field(60.0, ge=0, description="seconds the primary must deliver again before it takes back")

@@ -71,6 +71,11 @@ class LiveControl:
     def is_live(self, stream_id: int) -> bool:
         return self.hub.live(stream_id) is not None
 
+    def has_screenshot(self, stream_id: int) -> bool:
+        """The live stream's screenshot exists (the first one comes a few seconds after going live)."""
+        stream = self.hub.live(stream_id)
+        return stream is not None and stream.screenshot_path.is_file()
+
     def viewers(self, stream_id: int) -> int:
         stream = self.hub.live(stream_id)
         return stream.viewer_count() if stream is not None else 0

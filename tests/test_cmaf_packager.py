@@ -354,7 +354,8 @@ def test_dash_mpd_dynamic(video_tp: TrackPackager, audio_tp: TrackPackager) -> N
         live.feed(f)
     assert live.wallclock_anchor is not None
     now = T0 + timedelta(seconds=7)
-    xml = render_dash_mpd([live], audio_tp, availability_start=live.wallclock_anchor, now=now)
+    xml = render_dash_mpd([live], audio_tp, availability_start=live.wallclock_anchor, now=now,
+                          utc_timing_url="http://node.example:8080/time")
     root = ET.fromstring(xml)
     assert root.tag == "{urn:mpeg:dash:schema:mpd:2011}MPD"
     assert root.get("type") == "dynamic"
@@ -366,7 +367,8 @@ def test_dash_mpd_dynamic(video_tp: TrackPackager, audio_tp: TrackPackager) -> N
     assert root.find("d:ServiceDescription/d:Latency", MPD_NS) is not None
     assert root.find("d:ServiceDescription/d:PlaybackRate", MPD_NS) is not None
     utc = root.find("d:UTCTiming", MPD_NS)
-    assert utc is not None and utc.get("value") == "/time"
+    assert utc is not None and utc.get("value") == "http://node.example:8080/time"
+    assert utc.get("schemeIdUri") == "urn:mpeg:dash:utc:http-iso:2014"
     sets = root.findall("d:Period/d:AdaptationSet", MPD_NS)
     assert [s.get("contentType") for s in sets] == ["video", "audio"]
     assert sets[0].get("segmentAlignment") == "true"

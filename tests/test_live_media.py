@@ -94,7 +94,10 @@ def test_rtmp_push_plays_in_every_format(live: Any) -> None:
     mpd = ET.fromstring(mpd_text)
     ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
     assert mpd.get("type") == "dynamic"
-    assert mpd.find(".//d:UTCTiming", ns) is not None and mpd.find(".//d:ServiceDescription", ns) is not None
+    assert mpd.find(".//d:ServiceDescription", ns) is not None
+    utc = mpd.find(".//d:UTCTiming", ns)  # absolute: the older GStreamer dashdemux resolves no relative one
+    assert utc is not None and utc.get("value") == f"{srv.base_url}/time"
+    assert http.get(utc.get("value", "")).raise_for_status().text.endswith("Z")
     tmpl = mpd.find(".//d:AdaptationSet[@contentType='video']//d:SegmentTemplate", ns)
     if tmpl is None:
         tmpl = mpd.find(".//d:SegmentTemplate", ns)

@@ -39,7 +39,7 @@ def test_player_info_and_vendor(server: OnairServer) -> None:
     r = httpx.get(f"{server.base_url}/streams/{pid}/info.json")
     assert r.status_code == 200
     info = r.json()
-    assert info["live"] is False
+    assert info["live"] is False and info["screenshot_ready"] is False
     assert info["hls_cmaf_url"] == stream["hls_cmaf_url"] and info["dash_url"] == stream["dash_url"]
     assert info["hls_mpegts_url"] == stream["hls_mpegts_url"] and info["screenshot"] == stream["screenshot"]
     assert stream["token"] not in r.text and "push" not in r.text
@@ -87,6 +87,8 @@ def test_player_plays_then_goes_offline(server: OnairServer, browser: Any) -> No
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     requested: list[str] = []
     page.on("request", lambda r: requested.append(r.url))
+    missing: list[str] = []  # the page asks for the poster only once it exists: no 404 in its network log
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 and "screenshot" in r.url else None)
     # before the push the page is offline and keeps retrying
     page.goto(stream["iframe_url"])
     wait_until(lambda: _state(page) == "offline", 15, what="offline before the push")
@@ -96,7 +98,11 @@ def test_player_plays_then_goes_offline(server: OnairServer, browser: Any) -> No
         assert page.evaluate("onairPlayer.mode") == "llhls" and page.evaluate("onairPlayer.hls !== null")
         _assert_plays(page, 30, console)
         assert page.evaluate("onairPlayer.video.muted") is True
-        assert any(u.startswith(stream["screenshot"]) for u in requested), "the poster is the stream screenshot"
+        # the page polls info.json every 30 s: the poster follows once the first screenshot exists
+        wait_until(lambda: str(page.evaluate("onairPlayer.video.poster")).startswith(stream["screenshot"]), 40,
+                   interval=0.5, what="the poster (the stream screenshot) once it exists")
+        assert any(u.startswith(stream["screenshot"]) for u in requested)
+        assert missing == []
         page.click("#onair-live")  # the live edge button keeps playback going
         _assert_plays(page, 15, console)
     finally:

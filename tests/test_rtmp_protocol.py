@@ -186,8 +186,9 @@ def test_publish_flow_accept() -> None:
     conn.receive_data(command("FCPublish", 3.0, None, "key?tok"))
     conn.receive_data(command("createStream", 4.0, None))
     replies = commands(conn.data_to_send())
-    assert [r[:2] for r in replies] == [["_result", 2.0], ["_result", 3.0], ["_result", 4.0]]
-    assert replies[2][3] == 1.0  # stream id
+    assert [r[:2] for r in replies] == [["_result", 2.0], ["_result", 3.0], ["onFCPublish", 0.0], ["_result", 4.0]]
+    assert replies[2][3] == {"code": "NetStream.Publish.Start", "description": "key"}  # no token echoed
+    assert replies[3][3] == 1.0  # stream id
     events = conn.receive_data(command("publish", 5.0, None, "key?tok", "live", stream_id=1, csid=8))
     assert events == [PublishRequested("in", "key?tok", "rtmp://h/in", "live")]
     conn.accept_publish()
@@ -199,6 +200,10 @@ def test_publish_flow_accept() -> None:
     assert "tok" not in info["description"]
     assert conn.publishing
     assert conn.receive_data(command("FCUnpublish", 6.0, None, "key?tok")) == [PublishEnded("FCUnpublish")]
+    assert [r[:2] + [r[3]] for r in commands(conn.data_to_send())] == [
+        ["onFCUnpublish", 0.0, {"code": "NetStream.Unpublish.Success", "description": "key"}],
+        ["_result", 6.0, amf0.UNDEFINED],
+    ]
     # A second end command does not produce a second event.
     assert conn.receive_data(command("deleteStream", 7.0, None, 1.0)) == []
 
@@ -402,13 +407,15 @@ def test_too_many_chunk_streams() -> None:
 
 
 def test_txn0_commands_get_no_reply() -> None:
-    """GStreamer's rtmp2sink sends releaseStream/FCPublish with transaction id 0: no `_result` for those."""
+    """GStreamer's rtmp2sink sends releaseStream/FCPublish with transaction id 0: no `_result` for those
+    (it warns `Server sent response "_result" without transaction`); onFCPublish is no response, so it stays."""
     conn = connected()
     conn.receive_data(command("releaseStream", 0.0, None, "key?tok"))
     conn.receive_data(command("FCPublish", 0.0, None, "key?tok"))
     conn.receive_data(command("someCall", 0.0, None))
     conn.receive_data(command("getStreamLength", 0.0, None, "x"))
-    assert commands(conn.data_to_send()) == []
+    conn.receive_data(command("FCUnpublish", 0.0, None, "key?tok"))
+    assert [r[0] for r in commands(conn.data_to_send())] == ["onFCPublish", "onFCUnpublish"]
     # numbered ones (OBS, ffmpeg, librtmp) still get their answers
     conn.receive_data(command("releaseStream", 2.0, None, "key?tok"))
     conn.receive_data(command("createStream", 3.0, None))

@@ -39,8 +39,10 @@ class MovingBars(VideoStreamTrack):
 class WhipPublisher:
     """publish() → (status, headers, body); the peer connection lives until stop()."""
 
-    def __init__(self, url: str, *, video_codec: str = "video/H264", audio: bool = True) -> None:
+    def __init__(self, url: str, *, video_codec: str = "video/H264", audio: bool = True,
+                 size: tuple[int, int] = (640, 360)) -> None:
         self.url = url
+        self.size = size
         self.video_codec = video_codec
         self.audio = audio
         self.loop = asyncio.new_event_loop()
@@ -60,7 +62,7 @@ class WhipPublisher:
 
     async def _publish(self) -> httpx.Response:
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        video = pc.addTransceiver(MovingBars(), direction="sendonly")
+        video = pc.addTransceiver(MovingBars(*self.size), direction="sendonly")
         caps = RTCRtpSender.getCapabilities("video")
         video.setCodecPreferences([c for c in caps.codecs if c.mimeType.lower() == self.video_codec.lower()])
         if self.audio:

@@ -134,7 +134,8 @@ async def dash_manifest(request: Request, pid: str) -> Response:
     except PlaybackError as exc:
         return _error(exc, "dash_mpd")
     PLAYBACK_REQUESTS.labels("dash_mpd", "200").inc()
-    return Response(pkg.render_mpd(include_in_progress=True), media_type="application/dash+xml", headers=NO_CACHE)
+    mpd = pkg.render_mpd(include_in_progress=True, utc_timing_url=_node(request).urls.http_base + "/time")
+    return Response(mpd, media_type="application/dash+xml", headers=NO_CACHE)
 
 
 def parse_hls_query(

@@ -28,13 +28,15 @@ def render_dash_mpd(
     ended: bool = False,
     latency_target: float = 3.0,
     include_in_progress: bool = False,
+    utc_timing_url: str = "/time",
 ) -> str:
     """LL-DASH MPD (dynamic while live, static once ended) with one SegmentTimeline per Representation.
 
     `availability_start` must be the wall-clock time of decode time 0 (see
     the packager's wallclock_anchor) so that AST + t/timescale matches segment arrival.
     `include_in_progress` also lists the in-progress segment with its nominal duration, which
-    SegmentTimeline clients need to request it before it completes.
+    SegmentTimeline clients need to request it before it completes. `utc_timing_url` should be absolute:
+    GStreamer's dashdemux (and DASH-IF IOP) resolve no relative UTCTiming value.
     """
     videos = videos_best_first(video_tracks)
     audio = ready(audio_track)
@@ -133,7 +135,7 @@ def render_dash_mpd(
             {"schemeIdUri": "urn:mpeg:mpegB:cicp:ChannelConfiguration", "value": str(a.channels or 2)},
         )
         _segment_template(rep, audio, ended, pto_seconds, include_in_progress)
-    ET.SubElement(mpd, "UTCTiming", {"schemeIdUri": "urn:mpeg:dash:utc:http-iso:2014", "value": "/time"})
+    ET.SubElement(mpd, "UTCTiming", {"schemeIdUri": "urn:mpeg:dash:utc:http-iso:2014", "value": utc_timing_url})
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(mpd, encoding="unicode") + "\n"
 
 

@@ -247,7 +247,8 @@ class LiveStreamPackage:
             r.packager, other_tracks_for_reports=others, part_hold_back=part_hold_back, skip=skip
         )
 
-    def render_mpd(self, now: datetime | None = None, *, include_in_progress: bool = False) -> str:
+    def render_mpd(self, now: datetime | None = None, *, include_in_progress: bool = False,
+                   utc_timing_url: str = "/time") -> str:
         ast = self.availability_start or self._clock()
         return render_dash_mpd(
             [r.packager for r in self.video.values()],
@@ -257,4 +258,5 @@ class LiveStreamPackage:
             ended=self.ended,
             latency_target=self.latency_target,
             include_in_progress=include_in_progress,
+            utc_timing_url=utc_timing_url,
         )

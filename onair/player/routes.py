@@ -128,6 +128,7 @@ async def stream_info(request: Request, stream: Stream, playback_token: str | No
         "source_width": int(rt.video_width) if rt is not None and rt.video_width else None,
         "source_height": int(rt.video_height) if rt is not None and rt.video_height else None,
         "screenshot": urls["screenshot"],
+        "screenshot_ready": node.control.has_screenshot(stream.id),  # so the page never asks for a 404
         "hls_cmaf_url": urls["hls_cmaf_url"],
         "dash_url": urls["dash_url"],
         "hls_mpegts_url": urls["hls_mpegts_url"],

@@ -65,6 +65,7 @@
     setProjection(projection);
     layoutOverlays();
     updateDvr();
+    if (info.live && info.screenshot_ready && info.screenshot !== posterOf) setPoster(info.screenshot);
     window.dispatchEvent(new CustomEvent("onair:info", { detail: info }));
   }
 
@@ -134,7 +135,6 @@
         if (gen !== generation) return null;
         setInfo(info);
         if (!info.live) { offline("not live"); return null; }
-        if (info.screenshot) setPoster(info.screenshot + "?t=" + Date.now());
         return probe(sourceUrl(info)).then(function (ok) {
           if (gen !== generation) return;
           if (!ok) { offline("source not ready"); return; }
@@ -148,8 +148,12 @@
       .catch(function (err) { if (gen === generation) offline(String(err && err.message || err)); });
   }
 
-  // the poster is the stream's last screenshot, set only once it loads (right after going live there is none)
-  function setPoster(url) {
+  // the poster is the stream's last screenshot, asked for only once info.json says it exists (right after
+  // going live there is none: a request then would only be a 404 in the page's network log)
+  var posterOf = null;  // the screenshot URL the poster was loaded from (once per stream URL)
+  function setPoster(screenshot) {
+    posterOf = screenshot;
+    var url = screenshot + "?t=" + Date.now();
     var img = new Image();
     img.onload = function () { if (!video.poster || api.state !== "playing") video.poster = url; };
     img.src = url;

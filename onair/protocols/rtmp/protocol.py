@@ -299,6 +299,8 @@ class RTMPServerConnection:
     def _on_prepare(self, name: str, stream_id: int, txn: float, args: list[Any], events: list[Event]) -> None:
         if txn > 0:  # releaseStream, FCPublish: OBS/librtmp/ffmpeg number them and wait for the answer
             self._send_command(wire.CSID_COMMAND, 0, "_result", txn, None, amf0.UNDEFINED)
+        if name == "FCPublish":  # FMS/Wowza/SRS answer this way and FMLE-style encoders wait for it
+            self._send_fc_status("onFCPublish", "NetStream.Publish.Start", args)
 
     def _on_create_stream(self, name: str, stream_id: int, txn: float, args: list[Any],
                           events: list[Event]) -> None:
@@ -316,6 +318,10 @@ class RTMPServerConnection:
         events.append(PublishRequested(app=self.app, name=stream_name, tc_url=self.tc_url, publish_type=ptype))
 
     def _on_unpublish(self, name: str, stream_id: int, txn: float, args: list[Any], events: list[Event]) -> None:
+        if name == "FCUnpublish":  # the FMS sequence: onFCUnpublish, then the numbered answer
+            self._send_fc_status("onFCUnpublish", "NetStream.Unpublish.Success", args)
+            if txn > 0:
+                self._send_command(wire.CSID_COMMAND, 0, "_result", txn, None, amf0.UNDEFINED)
         if self._publish is _Publish.PUBLISHING or self._publish is _Publish.PENDING:
             self._publish = _Publish.ENDED
             events.append(PublishEnded(name))
@@ -342,6 +348,12 @@ class RTMPServerConnection:
         self._send_command(
             wire.CSID_COMMAND, 0, "_error", txn, None, {"level": "error", "code": code, "description": description}
         )
+
+    def _send_fc_status(self, command: str, code: str, args: list[Any]) -> None:
+        name = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+        # the stream key carries the token after "?": never echoed back
+        info = {"code": code, "description": name.split("?", 1)[0]}
+        self._send_command(wire.CSID_COMMAND, 0, command, 0.0, None, info)
 
     def _send_status(self, level: str, code: str, description: str, stream_id: int | None = None) -> None:
         sid = self._publish_stream_id if stream_id is None else stream_id
