@@ -52,8 +52,9 @@ def build_ffmpeg_command(
     cmd = [
         ffmpeg, "-hide_banner", "-nostats", "-loglevel", "info", "-y",
         "-progress", f"pipe:{progress_fd}", "-stats_period", "0.5",
-        # Live input: no -re, minimal buffering and probing.
-        "-fflags", "+nobuffer+genpts", "-flags", "low_delay",
+        # Live input: no -re, short probing. No +nobuffer: it drops the packets read while ffmpeg analyses
+        # the input, i.e. the first GOP of every push (the head replayed after the probe arrives at once).
+        "-fflags", "+genpts", "-flags", "low_delay",
         "-probesize", str(PROBESIZE), "-analyzeduration", str(ANALYZEDURATION_US),
         "-f", input_format, "-i", "pipe:0",
     ]  # fmt: skip
