@@ -220,6 +220,13 @@ def test_ts_head_describes_the_source_from_pmt_and_sps() -> None:
     hevc = TsHeadReader()
     feed_bytewise(hevc, ts_source([(0x24, 0x100, b""), (0x0F, 0x101, b"")]))
     assert hevc.info is None and hevc.failed and "0x24" in hevc.failed
+    dvb_ac3 = TsHeadReader()  # audio on a private stream that is not Opus: ffprobe says what it is
+    feed_bytewise(dvb_ac3, ts_source([(0x1B, 0x100, b""), (0x06, 0x101, b"\x6a\x01\x00")], au))
+    assert dvb_ac3.info is None and dvb_ac3.failed and "0x6" in dvb_ac3.failed
+    extras = TsHeadReader()  # SCTE-35, ID3 and DVB subtitles beside the media change nothing
+    feed_bytewise(extras, ts_source([(0x1B, 0x100, b""), (0x0F, 0x101, b""), (0x86, 0x102, b""), (0x15, 0x103, b""),
+                                     (0x06, 0x104, b"\x59\x08" + b"eng\x10\x00\x01\x00\x01")], au))
+    assert extras.info == SourceInfo(1280, 720, pytest.approx(30000 / 1001), "h264", "aac")
 
 
 def test_random_bytes_never_raise() -> None:

@@ -25,6 +25,17 @@ _TS_VIDEO = {0x1B: "h264"}
 _TS_AUDIO = {0x0F: "aac", 0x11: "aac_latm", 0x81: "ac3", 0x87: "eac3"}
 _TS_PRIVATE = 0x06
 _SPS_SEARCH_BYTES = 512 * 1024  # of video PES payload
+_TS_IGNORED = frozenset({0x05, 0x0D, 0x15, 0x86})  # private sections, DSM-CC, ID3 timed metadata, SCTE-35
+_TEXT_DESCRIPTORS = frozenset({0x56, 0x59})  # DVB teletext, DVB subtitles
+
+
+def _only_text(descriptors: bytes) -> bool:
+    """A private stream (0x06) whose descriptors say teletext or subtitles: nothing the ladder needs."""
+    tags, pos = set(), 0
+    while pos + 2 <= len(descriptors):
+        tags.add(descriptors[pos])
+        pos += 2 + descriptors[pos + 1]
+    return bool(tags) and tags <= _TEXT_DESCRIPTORS | {0x0A}  # 0x0A: ISO 639 language
 
 
 class SourceHeadReader:
@@ -229,10 +240,13 @@ class TsHeadReader(SourceHeadReader):
                 self._video_pid = pid
             elif stype in _TS_AUDIO and self._audio is None:
                 self._audio = _TS_AUDIO[stype]
-            elif stype == _TS_PRIVATE and self._audio is None and b"\x05\x04Opus" in descriptors:
-                self._audio = "opus"
-            elif stype in (0x24, 0x02, 0x10, 0x03, 0x04):
-                self.failed = f"MPEG-TS stream type {stype:#x} needs ffprobe"  # HEVC, MPEG-2, MPEG-4, MPEG audio
+            elif stype == _TS_PRIVATE and b"\x05\x04Opus" in descriptors:
+                self._audio = self._audio or "opus"
+            elif stype in _TS_IGNORED or (stype == _TS_PRIVATE and _only_text(descriptors)):
+                continue
+            elif stype not in _TS_VIDEO and stype not in _TS_AUDIO:
+                # HEVC, MPEG-2, MPEG audio, DVB AC-3, ...: what ffmpeg will see is for ffprobe to say
+                self.failed = f"MPEG-TS stream type {stype:#x} needs ffprobe"
                 return
         self._pmt_done = True
 
