@@ -1,4 +1,4 @@
-"""Issue 16: nothing pushed is lost at the start, and the ladder is planned from what the source says.
+"""Issue 16: nothing pushed is lost at the start, and LL-HLS parts are short.
 
 The source carries a frame counter burned into its picture (tests/media.py `counter_filter`): the first
 frame of the first LL-HLS segment and of the recording must be pushed frame 0.
@@ -7,6 +7,7 @@ frame of the first LL-HLS segment and of the recording must be pushed frame 0.
 from __future__ import annotations
 
 import re
+import statistics
 
 import httpx
 import pytest
@@ -35,6 +36,13 @@ def test_first_pushed_frame_reaches_the_output_and_the_recording(server: OnairSe
         init = http.get(f"{base}/init.mp4").raise_for_status().content
         seg = http.get(f"{base}/{first_seg[1]}").raise_for_status().content
         assert first_frame_counter(init + seg) == 0, "the first pushed frame opens the first segment"
+        # parts of the configured 250 ms (whole frames: 8 at 30 fps), PART-HOLD-BACK three of them
+        part_target = float(re.search(r"PART-TARGET=([\d.]+)", playlist)[1])  # type: ignore[index]
+        hold = float(re.search(r"PART-HOLD-BACK=([\d.]+)", playlist)[1])  # type: ignore[index]
+        durations = [float(d) for d in re.findall(r"#EXT-X-PART:DURATION=([\d.]+)", playlist)]
+        assert 0.25 <= part_target <= 0.3 and hold == pytest.approx(3 * part_target, abs=0.002), playlist
+        # (a part that ends at a keyframe, the end of a segment, may be shorter)
+        assert durations and max(durations) <= part_target and statistics.median(durations) >= 0.2, playlist
         wait_until(lambda: (get_stream(server, stream["id"])["recording_duration"] or 0) >= 3, 20, what="recording")
     finally:
         stop(publisher)

@@ -152,6 +152,11 @@ class Transcoder:
         return list(self._plan)
 
     @property
+    def planned_from_headers(self) -> bool:
+        """The ladder came from what the source said in its first bytes (False: ffprobe, or not planned yet)."""
+        return self._probe.described
+
+    @property
     def ts_dir(self) -> Path:
         return self.work_dir / "hls"
 
