@@ -13,11 +13,12 @@ The publisher's draws per second are printed beside each run.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
-from bench.harness import CHROMIUM, CHROMIUM_ARGS, chromium, median, poll, running_server
+from bench.harness import CHROMIUM, CHROMIUM_ARGS, median, poll, running_server
 from bench.latency import BITS, H, Mode, g2g_run, summary_line
 
 WEBRTC_ARGS = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -57,15 +58,18 @@ for _k, _v in {"BITS": BITS, "CW": CW, "CH": CH, "ROW": int(16 * SCALE)}.items()
 
 
 @contextmanager
-def _publisher_browser() -> Any:
+def _browsers() -> Iterator[tuple[Any, Any]]:
+    """The publisher's browser (fake camera, loopback ICE) and the player's, two processes of one Playwright."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=WEBRTC_ARGS)
+        publisher = p.chromium.launch(executable_path=CHROMIUM, args=WEBRTC_ARGS)
+        player = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser
+            yield publisher, player
         finally:
-            browser.close()
+            player.close()
+            publisher.close()
 
 
 def _go_live(context: Any, srv: Any, stream: dict[str, Any]) -> Any:
@@ -114,7 +118,7 @@ def main(quick: bool = False) -> None:
           f"warm-up {warmup:.0f} s, window {window:.0f} s per run", flush=True)
     results: list[dict[str, float]] = []
     beside: list[dict[str, float]] = []
-    with running_server() as srv, _publisher_browser() as publisher, chromium() as player:
+    with running_server() as srv, _browsers() as (publisher, player):
         for n in range(runs):
             res = whip_run(srv, publisher, player, n, warmup, window, console)
             results.append(res)
