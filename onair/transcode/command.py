@@ -8,9 +8,9 @@ from onair.formats.probe import SourceInfo
 from onair.transcode.ladder import AUDIO_KBPS, AUDIO_TRACK, Rendition
 
 FMP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
-# One fMP4 fragment = one LL-HLS part: 250 ms (8 frames at 30 fps, 267 ms) puts PART-HOLD-BACK (3x the part
-# target) at 0.8 s; ffmpeg flushes each fragment to the pipe as it completes (no muxer buffering).
-FRAG_DURATION_US = 250_000
+# One fMP4 fragment = one LL-HLS part: 200 ms (6 frames at 30 fps, 5 at 25) puts PART-HOLD-BACK (3x the part
+# target) at 0.6 s; ffmpeg flushes each fragment to the pipe as it completes (no muxer buffering).
+FRAG_DURATION_US = 200_000
 KEYFRAME_INTERVAL_S = 2
 HLS_LIST_SIZE = 6
 SCREENSHOT_INTERVAL_S = 10

@@ -172,7 +172,7 @@
     });
   }
 
-  // Low latency: hls.js aims at the playlist's PART-HOLD-BACK (3 parts, ~0.8 s) and catches up by playing
+  // Low latency: hls.js aims at the playlist's PART-HOLD-BACK (3 parts, ~0.6 s) and catches up by playing
   // faster when it falls behind (its catch-up is off by default); a stall raises the target by half a second.
   // ?ll=0 is the benchmarks' non-LL baseline and keeps hls.js' defaults.
   var LL_HLS = { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, liveSyncOnStallIncrease: 0.5 };
