@@ -132,7 +132,7 @@ def main(quick: bool = False) -> None:
         beside.append(res)
         print(f"    player beside publisher   run 1: glass-to-glass {res['g2g_ms']:6.0f} ms   "
               f"now-PDT {res['pdt_ms']:6.0f} ms   publisher draws {res['draws_per_s']:4.0f}/s   "
-              f"(tests/test_whip.py's set-up: the go-live page in the background)", flush=True)
+              f"(tests/test_whip.py's set-up: a second page of the publisher's browser)", flush=True)
     g2g = median([r["g2g_ms"] for r in results]) / 1000
     print(summary_line("WHIP→LL-HLS", g2g, f"player beside the publisher: {beside[0]['g2g_ms'] / 1000:.2f} s"),
           flush=True)
