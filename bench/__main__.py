@@ -6,9 +6,9 @@ import argparse
 import sys
 import time
 
-from bench import api, ingest, latency, memory, playback, transcode
+from bench import api, ingest, latency, memory, playback, transcode, whip_latency
 
-BENCHMARKS = {"latency": latency.main, "ingest": ingest.main, "playback": playback.main,
+BENCHMARKS = {"latency": latency.main, "whip": whip_latency.main, "ingest": ingest.main, "playback": playback.main,
               "transcode": transcode.main, "api": api.main, "memory": memory.main}
 
 

@@ -21,6 +21,7 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,7 +171,8 @@ _PROBE_JS = """
 () => {
   const BITS = $BITS, W = $W, H = $H, CW = $CW, CH = $CH;
   const v = onairPlayer.video;
-  const g = window.__g2g = {g2g: [], pdt: [], dash: [], bad: 0, frames: 0};
+  const g = window.__g2g = {g2g: [], pdt: [], dash: [], bad: 0, frames: 0, stalls: 0};
+  v.addEventListener("waiting", () => { g.stalls++; });
   const canvas = document.createElement("canvas");
   const ctx = canvas.getContext("2d", {willReadFrequently: true});
   const lum = (d, x, y, w) => { const i = 4 * (y * w + x); return (d[i] + d[i + 1] + d[i + 2]) / 3; };
@@ -222,18 +224,24 @@ class Mode:
 
 
 def g2g_run(browser: Any, iframe_url: str, mode: Mode, warmup: float, window: float,
-            console: list[str]) -> dict[str, float]:
+            console: list[str], push: Callable[[], None] | None = None) -> dict[str, float]:
+    """One viewer; with `push` it is on the page (offline) before `push()` starts the source."""
     page = browser.new_page()
     page.on("console", lambda m: console.append(f"[{mode.label}] {m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"[{mode.label}] pageerror: {e}"))
     try:
         opened = time.monotonic()
         page.goto(iframe_url + mode.query)
+        if push is not None:
+            poll(lambda: page.evaluate("document.body.dataset.state") == "offline", 20, 0.05, "offline first")
+            push()
+            opened = time.monotonic()  # page→playing is then push→playing
         poll(lambda: page.evaluate("document.body.dataset.state") == "playing", 45, 0.05, f"{mode.label} playing")
         startup = time.monotonic() - opened
         page.evaluate(_PROBE_JS)
         page.wait_for_timeout(int(warmup * 1000))  # let the player settle at its target latency
-        page.evaluate("() => { const g = window.__g2g; g.g2g = []; g.pdt = []; g.dash = []; g.bad = 0; g.frames = 0; }")
+        page.evaluate("() => { const g = window.__g2g; g.g2g = []; g.pdt = []; g.dash = []; g.bad = 0; g.frames = 0;"
+                      " g.stalls = 0; }")
         page.wait_for_timeout(int(window * 1000))  # the measurement window
         g = page.evaluate("window.__g2g")
         level = page.evaluate("onairPlayer.hls ? onairPlayer.hls.currentLevel : -1")
@@ -242,27 +250,62 @@ def g2g_run(browser: Any, iframe_url: str, mode: Mode, warmup: float, window: fl
     if not g["g2g"]:
         raise RuntimeError(f"{mode.label}: no readable frame ({g['bad']} unreadable of {g['frames']})")
     return {"g2g_ms": median(g["g2g"]), "pdt_ms": median(g["pdt"]), "dash_ms": median(g["dash"]),
-            "startup_s": startup, "frames": g["frames"], "bad": g["bad"], "level": level}
+            "startup_s": startup, "frames": g["frames"], "bad": g["bad"], "level": level, "stalls": g["stalls"],
+            "window_s": window}
 
 
 def _fmt(v: float, unit: str = "ms") -> str:
     return "   n/a" if v != v else (f"{v:6.0f}" if unit == "ms" else f"{v:6.2f}")
 
 
+# The figures before issue 16 (make bench, medians of 3) and its targets, printed beside each result.
+PREVIOUS_S = {"first part": 2.33, "LL-HLS": 2.49, "LL-HLS join at start": None, "LL-DASH": 5.61, "WHIP→LL-HLS": 6.2}
+TARGET_S = {"first part": 1.5, "LL-HLS": 1.5, "LL-HLS join at start": 1.5, "LL-DASH": 2.5, "WHIP→LL-HLS": 2.0}
+
+
+def summary_line(name: str, now_s: float, extra: str = "") -> str:
+    prev, target = PREVIOUS_S.get(name), TARGET_S.get(name)
+    prev_txt = f"{prev:5.2f} s" if prev is not None else "    n/a"
+    verdict = "" if target is None or now_s != now_s else ("  meets" if now_s <= target else "  MISSES")
+    return (f"    {name:24s} now {now_s:5.2f} s   before {prev_txt}   target ≤ {target:4.2f} s{verdict}"
+            + (f"   {extra}" if extra else ""))
+
+
+def join_at_start_run(srv: Any, browser: Any, n: int, warmup: float, window: float,
+                      console: list[str]) -> dict[str, float]:
+    """A viewer already on the page when the push starts: a new stream and source per run."""
+    stream = srv.create_stream(f"join-{n}")
+    sources: list[StampedSource] = []
+    try:
+        return g2g_run(browser, stream["iframe_url"], Mode("LL-HLS join at start", "", 1), warmup, window, console,
+                       push=lambda: sources.append(StampedSource(stream["push_url"])))
+    finally:
+        for source in sources:
+            source.stop()
+
+
+def _print_run(label: str, n: int, res: dict[str, float]) -> None:
+    print(f"    {label:38s} run {n + 1}: glass-to-glass {_fmt(res['g2g_ms'])} ms   "
+          f"now-PDT {_fmt(res['pdt_ms'])} ms   dash.js latency {_fmt(res['dash_ms'])} ms   "
+          f"page→playing {res['startup_s']:4.1f} s   stalls {res['stalls']:.0f} in {res['window_s']:.0f} s   "
+          f"frames {res['frames']:.0f} (unreadable {res['bad']:.0f})", flush=True)
+
+
 def main(quick: bool = False) -> None:
-    startup_runs = 1 if quick else 3
-    modes = [Mode("LL-HLS hls.js lowLatencyMode", "", 1 if quick else 3),
-             Mode("CMAF HLS hls.js non-LL (baseline)", "?ll=0", 1 if quick else 3)]
+    runs_each = 1 if quick else 3
+    modes = [Mode("LL-HLS hls.js lowLatencyMode", "", runs_each),
+             Mode("CMAF HLS hls.js non-LL (baseline)", "?ll=0", 1),
+             Mode("LL-DASH dash.js (?dash)", "?dash", runs_each)]
     if not quick:
-        modes += [Mode("MPEG-TS HLS hls.js (?no_low_latency)", "?no_low_latency", 1),
-                  Mode("LL-DASH dash.js (?dash)", "?dash", 1)]
-    warmup, window = (3.0, 3.0) if quick else (4.0, 5.0)
+        modes.insert(2, Mode("MPEG-TS HLS hls.js (?no_low_latency)", "?no_low_latency", 1))
+    # 3 LL-HLS windows of 20 s: a 60 s watch for stalls
+    warmup, window = (3.0, 4.0) if quick else (5.0, 20.0)
     console: list[str] = []
     with running_server() as srv:
         print(f"(a) first RTMP byte → first playable LL-HLS part, {W}x{H}@{FPS} testsrc2, "
-              f"{startup_runs} run(s)", flush=True)
+              f"{runs_each} run(s)", flush=True)
         runs: list[StartupRun] = []
-        for n in range(startup_runs):
+        for n in range(runs_each):
             r = startup_run(srv, n)
             runs.append(r)
             print(f"    run {n + 1}: master 200 {r.master_s:5.2f} s   first part {r.part_s:5.2f} s   "
@@ -271,23 +314,25 @@ def main(quick: bool = False) -> None:
         print(f"    median: master 200 {median([r.master_s for r in runs]):5.2f} s   first part {part:5.2f} s   "
               f"first segment (non-LL baseline) {seg:5.2f} s   ratio part/segment {part / seg:4.2f}", flush=True)
 
-        print(f"(b) glass-to-glass in headless Chromium, stamped {W}x{H}@{FPS} source, "
+        print(f"(b) glass-to-glass in headless Chromium (the built-in player), stamped {W}x{H}@{FPS} source, "
               f"warm-up {warmup:.0f} s, window {window:.0f} s per run", flush=True)
-        stream = srv.create_stream("g2g")
-        source = StampedSource(f"{stream['push_url']}")
-        try:
-            poll(lambda: httpx.get(stream["hls_cmaf_url"], timeout=10).status_code == 200, 30, 0.1, "stream live")
-            with chromium() as browser:
+        joins: list[dict[str, float]] = []
+        with chromium() as browser:
+            for n in range(runs_each):
+                res = join_at_start_run(srv, browser, n, 2.0, min(window, 10.0), console)
+                joins.append(res)
+                _print_run("LL-HLS hls.js, joined at the start", n, res)
+            stream = srv.create_stream("g2g")
+            source = StampedSource(f"{stream['push_url']}")
+            try:
+                poll(lambda: httpx.get(stream["hls_cmaf_url"], timeout=10).status_code == 200, 30, 0.1, "live")
                 for mode in modes:
                     for n in range(mode.runs):
                         res = g2g_run(browser, stream["iframe_url"], mode, warmup, window, console)
                         mode.results.append(res)
-                        print(f"    {mode.label:38s} run {n + 1}: glass-to-glass {_fmt(res['g2g_ms'])} ms   "
-                              f"now-PDT {_fmt(res['pdt_ms'])} ms   dash.js latency {_fmt(res['dash_ms'])} ms   "
-                              f"page→playing {res['startup_s']:4.1f} s   level {res['level']:.0f}   "
-                              f"frames {res['frames']:.0f} (unreadable {res['bad']:.0f})", flush=True)
-        finally:
-            source.stop()
+                        _print_run(mode.label, n, res)
+            finally:
+                source.stop()
         if source.late_frames:
             print(f"    note: the source fell behind real time on {source.late_frames} frames", flush=True)
 
@@ -298,11 +343,20 @@ def main(quick: bool = False) -> None:
         p = median([r["pdt_ms"] for r in mode.results])
         print(f"    {mode.label:38s} glass-to-glass {_fmt(g)} ms   now-PDT {_fmt(p)} ms   "
               f"×{g / ll:4.2f} of LL", flush=True)
+    dash = next(m for m in modes if m.query == "?dash")
+    stalls = sum(r["stalls"] for r in modes[0].results)
+    watched = sum(r["window_s"] for r in modes[0].results)
+    print("    against the figures before issue 16 (medians of runs):", flush=True)
+    print(summary_line("first part", part), flush=True)
+    print(summary_line("LL-HLS", ll / 1000, f"stalls {stalls:.0f} in {watched:.0f} s watched"), flush=True)
+    print(summary_line("LL-HLS join at start", median([r["g2g_ms"] for r in joins]) / 1000), flush=True)
+    print(summary_line("LL-DASH", median([r["g2g_ms"] for r in dash.results]) / 1000), flush=True)
     errors = [c for c in console if "error" in c.lower() or "warn" in c.lower()]
     if errors:
         print(f"    browser console warnings/errors ({len(errors)}), first 20 distinct:", flush=True)
         for line in list(dict.fromkeys(errors))[:20]:
             print("      " + line[:300], flush=True)
+
 
 if __name__ == "__main__":
     main()

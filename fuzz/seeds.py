@@ -279,6 +279,18 @@ def probe_seeds() -> list[tuple[str, bytes]]:
     return [("stderr", b"\x00" + stderr.encode()), ("ffprobe", b"\x01" + probe.encode())]
 
 
+@cache
+def ts_file() -> bytes:
+    return _ffmpeg([*_VIDEO_IN, *_AUDIO_IN, *_X264, "-c:a", "aac", "-b:a", "32k", "-f", "mpegts", "pipe:1"])
+
+
+def source_head_seeds() -> list[tuple[str, bytes]]:
+    # first byte: bit 0 picks MPEG-TS over FLV, the rest how the harness cuts the data into pieces
+    seeds = [("flv", b"\x00" + flv_file()[:8192]), ("flv_bytes", b"\x80" + flv_file()[:4096]),
+             ("ts", b"\x01" + ts_file()[:8192]), ("ts_pieces", b"\x13" + ts_file()[:8192])]
+    return [(name, data) for name, data in seeds if len(data) > 1]
+
+
 def srt_streamid_seeds() -> list[tuple[str, bytes]]:
     return stream_key_seeds()
 
@@ -296,6 +308,7 @@ SEEDS: dict[str, Callable[[], list[tuple[str, bytes]]]] = {
     "hls_query": hls_query_seeds,
     "ts_playlist": ts_playlist_seeds,
     "probe": probe_seeds,
+    "source_head": source_head_seeds,
 }
 
 
@@ -317,6 +330,8 @@ DICTS: dict[str, list[bytes]] = {
               b"Stream #0:1: Audio: ", b" fps", b" tbr", b"k tbr", b"1280x720", b'{"streams": [',
               b'"codec_type": "video"', b'"avg_frame_rate": "', b"/0"],
     "stream_key": [b"?", b"#", b"_", b"b?", b"2147483647"],
+    "source_head": [b"FLV\x01\x05\x00\x00\x00\x09", b"\x02\x00\x0aonMetaData", b"\x17\x00", b"\xaf\x00",
+                    b"\x47\x40\x00", b"\x47\x50\x00", b"\x00\x00\x00\x01\x67", b"\x05\x04Opus", b"\x1b"],
     "srt_streamid": [b"#!::", b"r=", b"s=", b"m=publish", b"m=request", b","],
 }
 

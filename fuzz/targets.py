@@ -341,6 +341,29 @@ def build_probe() -> Harness:
     return harness
 
 
+@target("source_head")
+def build_source_head() -> Harness:
+    """What a source head (FLV or MPEG-TS, in pieces) says of the source: never an exception, sane values."""
+    from onair.formats.h264 import MAX_FPS
+    from onair.formats.source_header import head_reader
+
+    def harness(data: bytes) -> None:
+        if not data:
+            return
+        reader = head_reader("mpegts" if data[0] & 1 else "flv")
+        for piece in _pieces(data[1:], data[0]):
+            reader.feed(piece)
+        check(reader.info is None or reader.failed is None, "described and failed at once")
+        info = reader.info
+        if info is not None:
+            check(info.has_video or info.has_audio, "described as nothing")
+            check((info.width is None) == (info.height is None), "half a picture size")
+            check(info.width is None or (info.width > 0 and info.height is not None and info.height > 0), "size")
+            check(info.fps is None or 0 < info.fps <= MAX_FPS, "fps out of range")
+
+    return harness
+
+
 def replay(name: str, data: bytes) -> None:
     """Run one input through a target without atheris (regression tests, ``python -m fuzz --replay``)."""
     TARGETS[name].build()(data)

@@ -86,3 +86,37 @@ def _attrs(text: str) -> list[tuple[str, str]]:
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# A frame counter burned into the picture: bit i of the frame number is a white box in a black band at the
+# top (drawbox enabled by an expression of `n`), so the first frame of an output says which pushed frame it is.
+COUNTER_BITS = 10
+COUNTER_BAND = 1 / 8  # of the picture height
+
+
+def counter_filter(width: int, height: int) -> str:
+    cell, band = width // COUNTER_BITS, max(8, int(height * COUNTER_BAND)) // 2 * 2
+    boxes = [f"drawbox=x={i * cell}:y=0:w={cell}:h={band}:color=white:t=fill:enable='mod(floor(n/{2 ** i}),2)'"
+             for i in range(COUNTER_BITS)]
+    return ",".join([f"drawbox=x=0:y=0:w={width}:h={band}:color=black:t=fill", *boxes])
+
+
+def first_frame_counter(data: bytes, *, fmt: str | None = None) -> int:
+    """The counter of the first decoded frame of `data` (a file, or init + fragments)."""
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+        f.write(data)
+        f.flush()
+        size = json.loads(subprocess.run(
+            ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "json",
+             *(["-f", fmt] if fmt else []), f.name], capture_output=True, timeout=60, check=True).stdout)["streams"][0]
+        w, h = int(size["width"]), int(size["height"])
+        gray = subprocess.run(["ffmpeg", "-v", "error", *(["-f", fmt] if fmt else []), "-i", f.name, "-map", "0:v:0",
+                               "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                              capture_output=True, timeout=60, check=True).stdout
+    assert len(gray) == w * h, (len(gray), w, h)
+    y = int(h * COUNTER_BAND / 2)
+    value = 0
+    for i in range(COUNTER_BITS):
+        x = int((i + 0.5) * w / COUNTER_BITS)
+        value |= (gray[y * w + x] > 128) << i
+    return value

@@ -218,7 +218,8 @@ def check_media_playlist(tp: TrackPackager, text: str) -> None:
     part_target = float(_attrs(next(x for x in lines if x.startswith("#EXT-X-PART-INF:")))["PART-TARGET"])
     sc = _attrs(next(x for x in lines if x.startswith("#EXT-X-SERVER-CONTROL:")))
     assert sc["CAN-BLOCK-RELOAD"] == "YES"
-    assert float(sc["PART-HOLD-BACK"]) >= 3 * part_target - 1e-9
+    assert 3 * part_target - 1e-9 <= float(sc["PART-HOLD-BACK"]) <= 3 * part_target + 0.002  # 3x, ms rounded up
+    assert float(sc["HOLD-BACK"]) == 3 * td
     msn = int(next(x for x in lines if x.startswith("#EXT-X-MEDIA-SEQUENCE:")).split(":")[1])
     assert '#EXT-X-MAP:URI="init.mp4"' in lines
     expected_msn = msn

@@ -96,7 +96,15 @@ def test_player_plays_then_goes_offline(server: OnairServer, browser: Any) -> No
     try:
         wait_until(lambda: _state(page) == "playing", 40, what=f"playing; console: {console[-15:]}")
         assert page.evaluate("onairPlayer.mode") == "llhls" and page.evaluate("onairPlayer.hls !== null")
+        # low latency: hls.js aims at the playlist's PART-HOLD-BACK and catches up when it falls behind
+        config = page.evaluate("(() => { const c = onairPlayer.hls.config; return {ll: c.lowLatencyMode,"
+                               " rate: c.maxLiveSyncPlaybackRate, sync: c.liveSyncDuration}; })()")
+        assert config["ll"] is True and config["rate"] > 1 and config["sync"] is None, config
         _assert_plays(page, 30, console)
+        held = page.evaluate("(() => { const d = onairPlayer.hls.latestLevelDetails; return {target:"
+                             " onairPlayer.hls.targetLatency, hold: d.partHoldBack, part: d.partTarget}; })()")
+        assert held["hold"] == pytest.approx(3 * held["part"], abs=0.002) and held["part"] <= 0.34, held
+        assert held["target"] >= held["hold"] - 0.001, held  # the target is PART-HOLD-BACK (+ stall increments)
         assert page.evaluate("onairPlayer.video.muted") is True
         # the page polls info.json every 30 s: the poster follows once the first screenshot exists
         wait_until(lambda: str(page.evaluate("onairPlayer.video.poster")).startswith(stream["screenshot"]), 40,
@@ -124,6 +132,9 @@ def test_player_other_formats(server: OnairServer, browser: Any, query: str) -> 
         page.goto(stream["iframe_url"] + "?" + query)
         wait_until(lambda: _state(page) == "playing", 60, what=f"playing ?{query}; console: {console[-15:]}")
         _assert_plays(page, 30, console)
+        if query == "dash":  # dash.js holds a set distance to the live edge with its catch-up
+            streaming = page.evaluate("onairPlayer.dash.getSettings().streaming")
+            assert streaming["delay"]["liveDelay"] == 1.5 and streaming["liveCatchup"]["enabled"] is True
     finally:
         page.close()
         stop(publisher)

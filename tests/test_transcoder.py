@@ -210,7 +210,7 @@ async def wait_for(cond: Callable[[], bool], within: float, what: str) -> None:
 
 
 async def pump_source(
-    tx: Transcoder, width: int, height: int, seconds: float, realtime: bool, fmt: str = "flv"
+    tx: Transcoder, width: int, height: int, seconds: float, realtime: bool, fmt: str = "flv", vcodec: str = "libx264"
 ) -> None:
     """Generate an H.264/AAC FLV (or TS) with ffmpeg and write it into the transcoder as produced."""
     args = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"]
@@ -218,7 +218,8 @@ async def pump_source(
     args += [
         "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=25",
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-        "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+        "-t", str(seconds), "-c:v", vcodec, *(["-preset", "ultrafast", "-tune", "zerolatency"] if vcodec == "libx264"
+                                              else []),
         "-g", "50", "-b:v", "1M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
         "-f", fmt, "pipe:1",
     ]  # fmt: skip
@@ -268,11 +269,12 @@ async def test_transcode_720p_flv_ladder_hls_screenshot_restart(tmp_path: Path) 
         expected = {"720p", "480p", "360p", "audio"}
         await wait_for(lambda: set(sink.sessions[0]) == expected, 15, "first bytes on every track")
         assert tx.stats.renditions == ("720p", "480p", "360p")
+        assert tx.planned_from_headers, "planned from the FLV sequence headers, without ffprobe"
         await wait_for(lambda: (tx.stats.speed or 0) > 0 and tx.stats.source_width is not None, 10, "stats")
         assert (tx.stats.source_width, tx.stats.source_height) == (1280, 720)
         assert tx.stats.source_fps == pytest.approx(25, abs=0.5)
-        # at least one media fragment (not just ftyp/moov) on every track before the crash
-        await wait_for(lambda: all(b"moof" in d for d in sink.sessions[0].values()), 10, "fragments")
+        # a few media fragments (not just ftyp/moov) on every track before the crash
+        await wait_for(lambda: all(d.count(b"moof") >= 3 for d in sink.sessions[0].values()), 10, "fragments")
 
         # kill -9 mid-stream: restarted, on_restart called, data resumes on every track
         run = tx._run
@@ -343,6 +345,7 @@ async def test_transcode_tiny_source_single_rendition(tmp_path: Path, fmt: str) 
         await wait_for(lambda: all(b"moof" in sink.sessions[0].get(t, b"") for t in expected), 15, "tracks")
         assert tx.stats.renditions == ("240p",)
         assert [(r.width, r.height) for r in tx.plan] == [(320, 240)]
+        assert tx.planned_from_headers
         run = tx._run
         assert run is not None
         os.kill(run.proc.pid, signal.SIGKILL)
@@ -375,3 +378,25 @@ async def test_stop_before_any_data(tmp_path: Path) -> None:
     assert time.monotonic() - started < 3
     assert tx.stats.running is False and tx.plan == []
     await tx.write(b"ignored after stop")
+
+
+@pytest.mark.media
+@media
+async def test_source_its_head_does_not_describe_goes_to_ffprobe(tmp_path: Path) -> None:
+    """MPEG-2 video in MPEG-TS: no SPS to read, so ffprobe plans the ladder from the buffered head."""
+    sink = Sink()
+    tx = Transcoder(
+        stream_id=4, input_format="mpegts", renditions=DEFAULT_LADDER, work_dir=tmp_path / "work",
+        on_track_data=sink.on_data,
+    )  # fmt: skip
+    await tx.start()
+    pump = asyncio.create_task(pump_source(tx, 320, 240, 4, realtime=True, fmt="mpegts", vcodec="mpeg2video"))
+    try:
+        await wait_for(lambda: b"moof" in sink.sessions[0].get("240p", b""), 15, "video fragments")
+        assert not tx.planned_from_headers and tx.stats.video_codec == "mpeg2video"
+        assert [(r.width, r.height) for r in tx.plan] == [(320, 240)]
+        await pump
+    finally:
+        if not pump.done():
+            pump.cancel()
+        await tx.stop()

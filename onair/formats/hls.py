@@ -95,8 +95,9 @@ def render_hls_media(
         "#EXTM3U",
         "#EXT-X-VERSION:9",
         f"#EXT-X-TARGETDURATION:{td}",
+        # HOLD-BACK for players that ignore parts: the RFC minimum, said out loud so they need not guess
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
-        f"CAN-SKIP-UNTIL={fmt_ms(skip_until)},PART-HOLD-BACK={fmt_ms_ceil(phb)}",
+        f"CAN-SKIP-UNTIL={fmt_ms(skip_until)},HOLD-BACK={fmt_ms(3 * td)},PART-HOLD-BACK={fmt_ms_ceil(phb)}",
         f"#EXT-X-PART-INF:PART-TARGET={fmt_ms(part_target)}",
         f"#EXT-X-MEDIA-SEQUENCE:{first.msn if first is not None else 0}",
     ]

@@ -8,7 +8,9 @@ from onair.formats.probe import SourceInfo
 from onair.transcode.ladder import AUDIO_KBPS, AUDIO_TRACK, Rendition
 
 FMP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
-FRAG_DURATION_US = 500_000
+# One fMP4 fragment = one LL-HLS part: 200 ms (6 frames at 30 fps, 5 at 25) puts PART-HOLD-BACK (3x the part
+# target) at 0.6 s; ffmpeg flushes each fragment to the pipe as it completes (no muxer buffering).
+FRAG_DURATION_US = 200_000
 KEYFRAME_INTERVAL_S = 2
 HLS_LIST_SIZE = 6
 SCREENSHOT_INTERVAL_S = 10
@@ -21,6 +23,9 @@ ON_DISK_FAIL = "onfail=ignore"
 # the same streams ffprobe saw.
 PROBESIZE = 2_000_000
 ANALYZEDURATION_US = 1_000_000  # FLV probing is bound by this (~1.3 s to learn the source)
+# A source whose own headers planned the ladder (formats/source_header.py) has said what it carries: ffmpeg
+# only has to see its first frames, and every millisecond of analysis delays the first part.
+DESCRIBED_ANALYZEDURATION_US = 200_000
 
 
 def _fmt_num(v: float) -> str:
@@ -43,18 +48,22 @@ def build_ffmpeg_command(
     progress_fd: int,
     screenshot: bool = True,
     hls_list_size: int = HLS_LIST_SIZE,
+    described: bool = False,
 ) -> list[str]:
     """Build the ffmpeg argv. Paths are relative: ffmpeg runs with ``cwd=work_dir`` (so tee option
     strings never need path escaping). ``track_fds`` maps track names (rendition names and
-    ``"audio"``) to the pipe write fds inherited by ffmpeg."""
+    ``"audio"``) to the pipe write fds inherited by ffmpeg. ``described``: the source's own headers said what
+    it carries (no ffprobe), so ffmpeg's own analysis is kept short."""
     has_video = source.has_video and bool(plan)
     has_audio = source.has_audio
     cmd = [
         ffmpeg, "-hide_banner", "-nostats", "-loglevel", "info", "-y",
         "-progress", f"pipe:{progress_fd}", "-stats_period", "0.5",
-        # Live input: no -re, minimal buffering and probing.
-        "-fflags", "+nobuffer+genpts", "-flags", "low_delay",
-        "-probesize", str(PROBESIZE), "-analyzeduration", str(ANALYZEDURATION_US),
+        # Live input: no -re, short probing. No +nobuffer: it drops the packets read while ffmpeg analyses
+        # the input, i.e. the first GOP of every push (the head replayed after the probe arrives at once).
+        "-fflags", "+genpts", "-flags", "low_delay",
+        "-probesize", str(PROBESIZE),
+        "-analyzeduration", str(DESCRIBED_ANALYZEDURATION_US if described else ANALYZEDURATION_US),
         "-f", input_format, "-i", "pipe:0",
     ]  # fmt: skip
     if has_video:

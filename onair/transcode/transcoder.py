@@ -11,11 +11,11 @@ All fMP4 and HLS outputs are slaves of a single ``tee`` output, so each renditio
 The outputs on disk (MPEG-TS HLS, the screenshot) may fail alone: on a full disk ffmpeg drops them
 and the fMP4 pipes (LL-HLS, DASH, from memory) go on; the log says so once per output.
 
-The ladder depends on the source resolution, so the first source bytes are buffered and fed to a
-short-lived ``ffprobe``; once it reports the streams, the ladder is planned and ffmpeg is started
-with the buffered head replayed into it. If ffmpeg dies while the stream is live, it is restarted
-with a decodable stream start (FLV: header + script/sequence-header tags + the cached current GOP;
-MPEG-TS: the next 188-byte packet boundary).
+The ladder depends on the source resolution, so the first source bytes are buffered until they say
+what the source is (FLV sequence headers and metadata, MPEG-TS PMT and SPS; ffprobe only when they do
+not); then the ladder is planned and ffmpeg is started with the buffered head replayed into it.
+If ffmpeg dies while the stream is live, it is restarted with a decodable stream start (FLV: header +
+script/sequence-header tags + the cached current GOP; MPEG-TS: the next 188-byte packet boundary).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from onair.formats.probe import SourceInfo
 from onair.transcode.command import HLS_LIST_SIZE, SCREENSHOT_FILE, build_ffmpeg_command
 from onair.transcode.ffmpeg_report import ProgressBlocks, StderrHeader, header_changes, progress_changes
 from onair.transcode.ffmpeg_run import ffprobe_for
-from onair.transcode.head_probe import HeadProbe
 from onair.transcode.ladder import AUDIO_TRACK, Rendition, plan_ladder
+from onair.transcode.source_head import SourceHead
 from onair.transcode.source_resume import SourceResume
 
 log = logging.getLogger("onair.transcode.transcoder")
@@ -133,7 +133,7 @@ class Transcoder:
         self._resume = SourceResume(input_format)
 
         self._lock = asyncio.Lock()  # serialises writes to ffmpeg stdin and (re)spawns
-        self._probe = HeadProbe(self.ffprobe, input_format, stream_id)
+        self._probe = SourceHead(self.ffprobe, input_format, stream_id)
         self._run: _Run | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._started = False
@@ -152,6 +152,11 @@ class Transcoder:
         return list(self._plan)
 
     @property
+    def planned_from_headers(self) -> bool:
+        """The ladder came from what the source said in its first bytes (False: ffprobe, or not planned yet)."""
+        return self._probe.described
+
+    @property
     def ts_dir(self) -> Path:
         return self.work_dir / "hls"
 
@@ -166,7 +171,7 @@ class Transcoder:
         return self._resume.resume_point()
 
     async def start(self) -> None:
-        """Start probing; ffmpeg itself starts once the source head has been probed."""
+        """Start reading the source head; ffmpeg itself starts once the head has said what the source is."""
         if self._started:
             return
         self._started = True
@@ -174,7 +179,6 @@ class Transcoder:
         # A previous session's segments would confuse append_list and players.
         if self.clean_ts_dir:
             await asyncio.to_thread(shutil.rmtree, self.ts_dir, True)
-        await self._probe.start()
         self._main_task = asyncio.create_task(self._main(), name=f"transcoder-{self.stream_id}")
 
     async def write(self, data: bytes) -> None:
@@ -230,7 +234,7 @@ class Transcoder:
             if self._stopping:
                 return
             if not info.has_video and not info.has_audio:
-                log.error("stream %s: ffprobe found no audio/video in the source head", self.stream_id)
+                log.error("stream %s: no audio/video in the source head", self.stream_id)
                 self._fail()
                 return
             self._source = info
@@ -246,8 +250,9 @@ class Transcoder:
                 renditions=tuple(r.name for r in self._plan),
             )  # fmt: skip
             log.info(
-                "stream %s: source %sx%s@%s %s/%s -> ladder %s", self.stream_id, info.width, info.height,
+                "stream %s: source %sx%s@%s %s/%s (%s) -> ladder %s", self.stream_id, info.width, info.height,
                 info.fps, info.video_codec, info.audio_codec,
+                "from its headers" if self._probe.described else "ffprobe",
                 [f"{r.name}:{r.width}x{r.height}" for r in self._plan],
             )  # fmt: skip
             async with self._lock:
@@ -312,7 +317,7 @@ class Transcoder:
             (self.ts_dir / rend.name).mkdir(parents=True, exist_ok=True)
         cmd = build_ffmpeg_command(
             ffmpeg=self.ffmpeg, input_format=self.input_format, plan=self._plan, source=self._source,
-            track_fds=fds, progress_fd=prog_w, hls_list_size=self.hls_list_size,
+            track_fds=fds, progress_fd=prog_w, hls_list_size=self.hls_list_size, described=self._probe.described,
         )  # fmt: skip
         self.command = cmd
         log.debug("stream %s: ffmpeg command: %s", self.stream_id, " ".join(cmd))

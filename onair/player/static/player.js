@@ -176,14 +176,43 @@
     });
   }
 
+  // Low latency: hls.js aims at the playlist's PART-HOLD-BACK (3 parts, ~0.6 s) and catches up by playing
+  // faster when it falls behind (its catch-up is off by default); a stall raises the target by half a second.
+  // ?ll=0 is the benchmarks' non-LL baseline and keeps hls.js' defaults.
+  var LL_HLS = { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, liveSyncOnStallIncrease: 0.5 };
+  // dash.js: 1.5 s behind the live edge of the MPD, held by its playback-rate catch-up
+  var DASH_STREAMING = {
+    delay: { liveDelay: 1.5 },
+    liveCatchup: { enabled: true, maxDrift: 2, playbackRate: { min: -0.2, max: 0.5 } }
+  };
+  api.latencyConfig = { hls: LL_HLS, dash: DASH_STREAMING };
+
+  function hlsConfig() {
+    var config = { lowLatencyMode: false, backBufferLength: 30, liveDurationInfinity: true };
+    if (lowLatency) Object.keys(LL_HLS).forEach(function (k) { config[k] = LL_HLS[k]; });
+    return config;
+  }
+
+  // hls.js starts at a keyframe (an independent part), up to a GOP before its target: jump to the target
+  // once at the start, where a jump is not noticed, instead of catching up for seconds
+  function joinTarget(hls) {
+    var target = hls.liveSyncPosition;
+    var end = video.buffered.length ? video.buffered.end(video.buffered.length - 1) : 0;
+    if (target != null && hls.latency > hls.targetLatency + 0.5 && end > target) {
+      log("joining at the target latency: " + hls.latency.toFixed(2) + " s -> " + hls.targetLatency.toFixed(2) + " s");
+      video.currentTime = target;
+    }
+  }
+
   function startHls(url, gen) {
     loadScript(cfg.vendor.hls).then(function () {
       if (gen !== generation) return;
       var Hls = window.Hls;
       if (!Hls || !Hls.isSupported()) throw new Error("no MSE");
-      var hls = new Hls({ lowLatencyMode: lowLatency, backBufferLength: 30, liveDurationInfinity: true });
+      var hls = new Hls(hlsConfig());
       api.hls = hls;
       hls.on(Hls.Events.MANIFEST_PARSED, function () { play(); });
+      if (lowLatency) video.addEventListener("playing", function () { joinTarget(hls); }, { once: true });
       hls.on(Hls.Events.ERROR, function (_ev, d) {
         var code = d.response && d.response.code ? " " + d.response.code : "";
         log("hls.js " + (d.fatal ? "fatal " : "") + d.type + "/" + d.details + code);
@@ -217,7 +246,7 @@
       api.dash = player;
       player.updateSettings({
         debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
-        streaming: { liveCatchup: { enabled: true } }
+        streaming: DASH_STREAMING
       });
       var ev = dashjs.MediaPlayer.events;
       player.on(ev.ERROR, function (e) {
