@@ -18,6 +18,7 @@ import httpx
 
 from bench.harness import poll, running_server, stop_process
 from bench.procs import comm, loadavg, pss_mb, push_file, rss_mb, source_file, table, tree
+from onair.config import Settings
 
 
 def _sample(pid: int) -> tuple[float, float, float, int]:
@@ -40,6 +41,7 @@ def _idle_rss(pid: int, settle: float, samples: int) -> float:
 
 def main(quick: bool = False) -> None:
     streams, settle, samples = 3, (2.0 if quick else 8.0), (3 if quick else 5)
+    window_s = Settings().live_window_segments * 2.0  # 2 s segments
     src = source_file("640x360", 30, 10)
     rows = [["live streams", "server RSS MB", "ffmpeg RSS MB", "ffmpeg PSS MB", "total RSS MB"]]
     points: list[tuple[float, float, float]] = []
@@ -58,8 +60,12 @@ def main(quick: bool = False) -> None:
         print(f"    idle node RSS: first start {first_start:.1f} MB, restarted {restarted:.1f} MB "
               f"(target <= {IDLE_TARGET_MB} MB: {met})", flush=True)
         try:
-            for k in range(streams + 1):
-                if k:
+            started = 0.0
+            for k in range(streams + 2):
+                if k == streams + 1:
+                    # the steady state: every stream's live window full (the last row)
+                    time.sleep(max(0.0, started + window_s + 4 - time.monotonic()))
+                elif k:
                     stream = srv.create_stream(f"mem-{k}")
                     pubs.append(push_file(src, stream["push_url"]))
                     url: str = stream["hls_cmaf_url"]
@@ -68,7 +74,10 @@ def main(quick: bool = False) -> None:
                         return httpx.get(url, timeout=10).status_code == 200 and _sample(pid)[3] == k
 
                     poll(live, 30, 0.2, f"stream {k} live with its ffmpeg")
-                time.sleep(settle)
+                    started = time.monotonic()
+                    time.sleep(settle)
+                else:
+                    time.sleep(settle)
                 got = []
                 for _ in range(samples):
                     got.append(_sample(pid))
@@ -77,13 +86,14 @@ def main(quick: bool = False) -> None:
                 ff_rss = statistics.median(g[1] for g in got)
                 ff_pss = statistics.median(g[2] for g in got)
                 points.append((server, ff_rss, ff_pss))
-                rows.append([str(k), f"{server:.1f}", f"{ff_rss:.1f}", f"{ff_pss:.1f}", f"{server + ff_rss:.1f}"])
+                label = f"{streams}, windows full ({window_s:.0f} s)" if k > streams else str(k)
+                rows.append([label, f"{server:.1f}", f"{ff_rss:.1f}", f"{ff_pss:.1f}", f"{server + ff_rss:.1f}"])
         finally:
             for p in pubs:
                 stop_process(p)
     table(rows)
     (s0, r0, p0), (s3, r3, p3) = points[0], points[-1]
-    print(f"    per stream (0 → {streams} streams, slope): server {(s3 - s0) / streams:.1f} MB, "
+    print(f"    per stream (0 → {streams} streams with full windows, slope): server {(s3 - s0) / streams:.1f} MB, "
           f"ffmpeg {(r3 - r0) / streams:.1f} MB RSS / {(p3 - p0) / streams:.1f} MB PSS, "
           f"server + ffmpeg {(s3 + r3 - s0 - r0) / streams:.1f} MB RSS; idle server {s0:.1f} MB "
           f"(load average {loadavg()})", flush=True)
