@@ -1,0 +1,190 @@
+"""One stream's WebRTC media: read once from the transcoder's output, paced, fanned out to every WHEP viewer.
+
+The feed is the stream's track reader from the session's first byte (attached at SessionStarted), so it
+always frames the fMP4 boxes from their start. It keeps the last GOP of the top rendition for viewers who
+join; the AAC audio is transcoded to Opus only while someone watches. Viewers hold bounded queues: one that
+falls behind is emptied and restarts at the next keyframe instead of slowing the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+
+from onair.delivery.whep.media import AccessUnit, GopCache, Pacer, TimedSample, TrackDemuxer, VideoUnits, join_units
+from onair.delivery.whep.opus import OpusPacket, OpusTranscoder
+from onair.formats.fmp4 import FMP4Error
+from onair.hub.live_stream import LiveStream
+from onair.transcode.ladder import AUDIO_TRACK
+
+__all__ = ["Viewer", "WhepFeed"]
+
+log = logging.getLogger("onair.delivery.whep")
+
+VIDEO_TIME_BASE = Fraction(1, 90_000)
+AUDIO_TIME_BASE = Fraction(1, 48_000)
+VIEWER_QUEUE = 400  # packets (over 10 s of video): a viewer this far behind starts again at a keyframe
+
+
+@dataclass(eq=False)
+class Viewer:
+    """What one WHEP peer is sent: two packet queues its tracks read."""
+
+    video: asyncio.Queue[av.Packet | None] = field(default_factory=lambda: asyncio.Queue(VIEWER_QUEUE))
+    audio: asyncio.Queue[av.Packet | None] = field(default_factory=lambda: asyncio.Queue(VIEWER_QUEUE))
+    started: bool = False  # has had a keyframe: audio and inter frames may follow
+    sent_video: int = 0
+    restarts: int = 0
+
+    def end(self) -> None:
+        for q in (self.video, self.audio):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)
+
+
+def _packet(data: bytes, pts: int, time_base: Fraction) -> av.Packet:
+    packet = av.Packet(data)
+    packet.pts = packet.dts = pts
+    packet.time_base = time_base
+    return packet
+
+
+class WhepFeed:
+    """The TrackReader of one live stream's session, and the pacing task sending to its viewers."""
+
+    def __init__(self, stream: LiveStream) -> None:
+        self.stream = stream
+        self.viewers: set[Viewer] = set()
+        self._video = TrackDemuxer()
+        self._audio = TrackDemuxer()
+        self._units = VideoUnits()
+        self._opus = OpusTranscoder()
+        self._gop = GopCache()
+        self._pacer = Pacer()
+        self._pending: list[tuple[float, int, AccessUnit | OpusPacket]] = []  # a heap by due time
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.ended = False
+
+    # -- reading (TrackReader) ----------------------------------------------------------------------
+    @property
+    def video_track(self) -> str | None:
+        plan = self.stream.transcoder.plan
+        return plan[0].name if plan else None
+
+    @property
+    def has_video(self) -> bool:
+        return self._video.track is not None
+
+    def on_track(self, track: str, data: bytes, *, restarted: bool) -> None:
+        if track == AUDIO_TRACK:
+            audio = self._audio.feed(data, restarted=restarted)
+            if self.viewers and self._audio.track is not None:
+                self._transcode_audio(audio)
+        elif track == self.video_track:
+            self._add_video(self._video.feed(data, restarted=restarted))
+
+    def _add_video(self, samples: list[TimedSample]) -> None:
+        track = self._video.track
+        if track is None or not track.codec.startswith("avc"):
+            return
+        now = time.monotonic()
+        for timed in samples:
+            try:
+                unit = self._units.convert(track, timed)
+            except FMP4Error:
+                continue
+            self._schedule(unit, now)
+
+    def _transcode_audio(self, samples: list[TimedSample]) -> None:
+        assert self._audio.track is not None
+        config = self._audio.track.decoder_config
+        if not self._audio.track.codec.startswith("mp4a") or not config:
+            return
+        now = time.monotonic()
+        for timed in samples:
+            for packet in self._opus.transcode(config, timed):
+                self._schedule(packet, now)
+
+    def _schedule(self, item: AccessUnit | OpusPacket, now: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._pending, (self._pacer.due(item.time, now), self._seq, item))
+        self._wake.set()
+
+    # -- sending -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self.ended:
+            delay = self._pending[0][0] - time.monotonic() if self._pending else None
+            if delay is None or delay > 0.002:
+                # until the head is due, or something earlier is scheduled (audio and video come in turns)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            _, _, item = heapq.heappop(self._pending)
+            if isinstance(item, AccessUnit):
+                self._send_video(item)
+            else:
+                self._send_audio(item)
+
+    def _send_video(self, unit: AccessUnit) -> None:
+        self._gop.add(unit)
+        packet = _packet(unit.data, unit.pts, VIDEO_TIME_BASE)
+        for viewer in list(self.viewers):
+            if not viewer.started:
+                if not unit.keyframe:
+                    continue
+                viewer.started = True
+            try:
+                viewer.video.put_nowait(packet)
+                viewer.sent_video += 1
+            except asyncio.QueueFull:
+                self._restart_viewer(viewer)
+
+    def _send_audio(self, packet: OpusPacket) -> None:
+        out = _packet(packet.data, packet.pts, AUDIO_TIME_BASE)
+        for viewer in list(self.viewers):
+            if viewer.started:
+                with contextlib.suppress(asyncio.QueueFull):
+                    viewer.audio.put_nowait(out)
+
+    def _restart_viewer(self, viewer: Viewer) -> None:
+        for q in (viewer.video, viewer.audio):
+            while not q.empty():
+                q.get_nowait()
+        viewer.started = False
+        viewer.restarts += 1
+
+    # -- viewers -------------------------------------------------------------------------------------
+    def add(self, viewer: Viewer) -> None:
+        """A viewer starts from the cached GOP at once when there is one, else at the next keyframe."""
+        gop = join_units(self._gop.units())
+        for unit in gop:
+            viewer.video.put_nowait(_packet(unit.data, unit.pts, VIDEO_TIME_BASE))
+        viewer.started = bool(gop)
+        viewer.sent_video = len(gop)
+        self.viewers.add(viewer)
+
+    def remove(self, viewer: Viewer) -> None:
+        self.viewers.discard(viewer)
+        viewer.end()
+
+    async def stop(self) -> None:
+        self.ended = True
+        for viewer in list(self.viewers):
+            self.remove(viewer)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
