@@ -111,6 +111,7 @@ async def stream_info(node: Node, stream: Stream, playback_token: str | None = N
         "hls_cmaf_url": urls["hls_cmaf_url"],
         "dash_url": urls["dash_url"],
         "hls_mpegts_url": urls["hls_mpegts_url"],
+        "whep_url": urls["whep_url"],
     }
 
 
