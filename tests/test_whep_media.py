@@ -131,3 +131,13 @@ def test_aac_becomes_20ms_opus_once() -> None:
     decoder = av.CodecContext.create("opus", "r")
     frames = [f for p in packets for f in decoder.decode(av.Packet(p.data))]
     assert sum(f.samples for f in frames) == 960 * len(packets)
+
+
+def test_continuity_joins_inputs_on_one_rtp_timeline() -> None:
+    from onair.delivery.whep.media import Continuity
+
+    timeline, transcoder, source = Continuity(step=3000), object(), object()
+    assert [timeline.map(transcoder, p) for p in (900_000, 903_000)] == [900_000, 903_000]
+    assert [timeline.map(source, p) for p in (0, 3000)] == [906_000, 909_000]  # a new input continues
+    assert timeline.map(source, 1500) == 909_001  # never back in time
+    assert timeline.map(transcoder, 990_000) == 912_001

@@ -1,8 +1,10 @@
-"""One stream's WebRTC media: read once from the transcoder's output, paced, fanned out to every WHEP viewer.
+"""One stream's WebRTC media: read once, fanned out to every WHEP viewer.
 
-The feed is the stream's track reader from the session's first byte (attached at SessionStarted), so it
-always frames the fMP4 boxes from their start. It keeps the last GOP of the top rendition for viewers who
-join; the AAC audio is transcoded to Opus only while someone watches. Viewers hold bounded queues: one that
+From the transcoder: the feed is the stream's track reader from the session's first byte (attached at
+SessionStarted), so it always frames the fMP4 boxes from their start; the top rendition's H.264 and the AAC
+transcoded to Opus (only while someone watches) are paced out at media time. From a WebRTC (WHIP) source
+that feeds the output: its own H.264 and Opus frames as they arrive, with no transcoder in between. Either
+way it keeps the last GOP for viewers who join. Viewers hold bounded queues: one that
 falls behind is emptied and restarts at the next keyframe instead of slowing the others.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import logging
 import time
@@ -18,10 +21,20 @@ from fractions import Fraction
 
 import av
 
-from onair.delivery.whep.media import AccessUnit, GopCache, Pacer, TimedSample, TrackDemuxer, VideoUnits, join_units
+from onair.delivery.whep.media import (
+    AccessUnit,
+    Continuity,
+    GopCache,
+    Pacer,
+    TimedSample,
+    TrackDemuxer,
+    VideoUnits,
+    join_units,
+)
 from onair.delivery.whep.opus import OpusPacket, OpusTranscoder
 from onair.formats.fmp4 import FMP4Error
 from onair.hub.live_stream import LiveStream
+from onair.hub.publisher import Publisher
 from onair.transcode.ladder import AUDIO_TRACK
 
 __all__ = ["Viewer", "WhepFeed"]
@@ -72,6 +85,9 @@ class WhepFeed:
         self._seq = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._video_time = Continuity(3000)
+        self._audio_time = Continuity(960)
+        self.source: Publisher | None = None  # a WebRTC publisher whose frames go out as they are
         self.ended = False
 
     # -- reading (TrackReader) ----------------------------------------------------------------------
@@ -85,12 +101,36 @@ class WhepFeed:
         return self._video.track is not None
 
     def on_track(self, track: str, data: bytes, *, restarted: bool) -> None:
+        # demuxed even while a source is passed through: the box framing stays in step for when it leaves
         if track == AUDIO_TRACK:
             audio = self._audio.feed(data, restarted=restarted)
-            if self.viewers and self._audio.track is not None:
+            if self.viewers and self._audio.track is not None and self.source is None:
                 self._transcode_audio(audio)
         elif track == self.video_track:
-            self._add_video(self._video.feed(data, restarted=restarted))
+            video = self._video.feed(data, restarted=restarted)
+            if self.source is None:
+                self._add_video(video)
+
+    # -- a WebRTC source passed through (FrameReader) --------------------------------------------------
+    def use_source(self, publisher: Publisher | None) -> None:
+        """Pass `publisher`'s frames through (None: the transcoder's output again); viewers restart at a keyframe."""
+        if publisher is self.source:
+            return
+        if self.source is not None and self in self.source.frame_readers:
+            self.source.frame_readers.remove(self)
+        self.source = publisher
+        if publisher is not None:
+            publisher.frame_readers.append(self)
+        self._pending.clear()
+        self._gop = GopCache()
+        for viewer in self.viewers:
+            viewer.started = False
+
+    def on_frame(self, kind: str, data: bytes, timestamp: int, *, keyframe: bool) -> None:
+        if kind == "video":
+            self._send_video(AccessUnit(0.0, self._video_time.map(self.source, timestamp), data, keyframe))
+        elif kind == "audio":
+            self._send_audio(OpusPacket(0.0, self._audio_time.map(self.source, timestamp), data))
 
     def _add_video(self, samples: list[TimedSample]) -> None:
         track = self._video.track
@@ -102,7 +142,7 @@ class WhepFeed:
                 unit = self._units.convert(track, timed)
             except FMP4Error:
                 continue
-            self._schedule(unit, now)
+            self._schedule(dataclasses.replace(unit, pts=self._video_time.map(self._video, unit.pts)), now)
 
     def _transcode_audio(self, samples: list[TimedSample]) -> None:
         assert self._audio.track is not None
@@ -112,7 +152,7 @@ class WhepFeed:
         now = time.monotonic()
         for timed in samples:
             for packet in self._opus.transcode(config, timed):
-                self._schedule(packet, now)
+                self._schedule(dataclasses.replace(packet, pts=self._audio_time.map(self._opus, packet.pts)), now)
 
     def _schedule(self, item: AccessUnit | OpusPacket, now: float) -> None:
         self._seq += 1
@@ -182,6 +222,7 @@ class WhepFeed:
 
     async def stop(self) -> None:
         self.ended = True
+        self.use_source(None)
         for viewer in list(self.viewers):
             self.remove(viewer)
         if self._task is not None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from onair.formats.fmp4 import BoxReader, FMP4Error, TrackInfo, parse_init
 from onair.formats.fmp4.samples import AvcConfig, Sample, avcc_to_annexb, fragment_samples, parse_avcc
 
-__all__ = ["AccessUnit", "GopCache", "Pacer", "TimedSample", "TrackDemuxer", "VideoUnits", "join_units"]
+__all__ = ["AccessUnit", "Continuity", "GopCache", "Pacer", "TimedSample", "TrackDemuxer", "VideoUnits",
+           "join_units"]
 
 VIDEO_CLOCK = 90_000
 MAX_GOP_UNITS = 600  # 20 s at 30 fps: a source without keyframes must not grow the cache without bound
@@ -163,3 +164,26 @@ class Pacer:
         else:
             self._offset -= min(self.decay, self._offset - lateness)
         return self._offset + media_time
+
+
+class Continuity:
+    """One RTP timeline per output track across the inputs feeding it (the transcoder, a WebRTC source).
+
+    A new input continues `step` after the last timestamp given out; within an input, time never goes back.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self._input: object = None
+        self._offset = 0
+        self._last: int | None = None
+
+    def map(self, source: object, pts: int) -> int:
+        if source is not self._input:
+            self._input = source
+            self._offset = 0 if self._last is None else self._last + self.step - pts
+        out = pts + self._offset
+        if self._last is not None and out <= self._last:
+            out = self._last + 1
+        self._last = out
+        return out

@@ -20,7 +20,7 @@ from onair.delivery.playback import Playback, playback_of
 from onair.delivery.routes import PLAYBACK_REQUESTS
 from onair.delivery.whep.feed import WhepFeed
 from onair.delivery.whep.session import OfferError, WhepSession, check_offer
-from onair.hub.events import HubEvent, SessionEnded, SessionStarted
+from onair.hub.events import FeedSwitched, HubEvent, PublisherEnded, PublisherLive, SessionEnded, SessionStarted
 from onair.hub.live_stream import LiveStream
 from onair.ingest.whip.ice import configure_host_candidates, loopback_wanted
 
@@ -51,10 +51,20 @@ class WhepService:
             event.stream.track_readers.append(feed)
             feed.start()
             self.feeds[event.stream.stream_id] = feed
+        elif isinstance(event, PublisherLive | FeedSwitched | PublisherEnded):
+            self._follow_source(event.stream)
         elif isinstance(event, SessionEnded):
             current = self.feeds.get(event.stream.stream_id)
             if current is not None and current.stream is event.stream:
                 await self._end_feed(event.stream.stream_id)
+
+    def _follow_source(self, stream: LiveStream) -> None:
+        """A WebRTC publisher feeding the output is passed through as it is; anything else goes via the transcoder."""
+        feed = self.feeds.get(stream.stream_id)
+        if feed is None or feed.stream is not stream:
+            return
+        feeding = stream.feeding
+        feed.use_source(feeding if feeding is not None and feeding.protocol == "whip" and not feeding.ended else None)
 
     async def _end_feed(self, stream_id: int) -> None:
         feed = self.feeds.pop(stream_id, None)
