@@ -149,7 +149,8 @@ def test_whep_plays_a_whip_source_in_chromium(server: OnairServer, chromium: Any
                   "min": min(samples[-60:]), "max": max(samples[-60:])}
         print("WHIP -> WHEP latency:", json.dumps(report))
         request.node.user_properties.append(("whip_whep_latency", report))
-        assert report["glass_to_glass_ms_median"] < 10_000, report  # a sanity bound; the bench reports the figure
+        # the source's frames pass through (about 0.1 s here); through the transcoder it would be over 1.5 s
+        assert report["glass_to_glass_ms_median"] < 1200, report
         player.goto("about:blank")  # leaving the page ends the session (the player DELETEs it)
         wait_until(lambda: _sessions(server) == 0, 10, what="session gone once the page is left")
     finally:
