@@ -6,10 +6,10 @@ import argparse
 import sys
 import time
 
-from bench import api, ingest, latency, memory, playback, transcode
+from bench import api, ingest, latency, memory, playback, transcode, whep
 
 BENCHMARKS = {"latency": latency.main, "ingest": ingest.main, "playback": playback.main,
-              "transcode": transcode.main, "api": api.main, "memory": memory.main}
+              "transcode": transcode.main, "api": api.main, "memory": memory.main, "whep": whep.main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,10 +99,21 @@ def _plays_webrtc(page: Any, what: str) -> dict[str, Any]:
     return later
 
 
-def test_whep_plays_an_rtmp_source_in_chromium(server: OnairServer, chromium: Any) -> None:
+def _frames(server: OnairServer, path: str) -> float:
+    text = httpx.get(server.base_url + "/metrics").text
+    m = re.search(r'^onair_whep_video_frames_total\{path="' + path + r'"\} (\S+)$', text, re.M)
+    return float(m[1]) if m else 0.0
+
+
+# x264 ultrafast is Constrained Baseline without B-frames: WebRTC carries the source as it is; High with
+# B-frames goes through the transcoder (its top rendition has none)
+@pytest.mark.parametrize(("encoder", "path"), [([], "source"),
+                                               (["-preset", "veryfast", "-tune", "film", "-bf", "2"], "transcoder")])
+def test_whep_plays_an_rtmp_source_in_chromium(server: OnairServer, chromium: Any, encoder: list[str],
+                                               path: str) -> None:
     stream = create_stream(server)
     assert stream["whep_url"] == f"{server.base_url}/whep/{stream['iframe_url'].rsplit('/', 1)[1]}/whep"
-    pub = push_rtmp(stream["push_url"], size="640x360", rate=25)
+    pub = push_rtmp(stream["push_url"], size="640x360", rate=25, extra=encoder)
     page = chromium.new_page()
     console: list[str] = []
     page.on("console", lambda m: console.append(m.text))
@@ -113,7 +124,9 @@ def test_whep_plays_an_rtmp_source_in_chromium(server: OnairServer, chromium: An
             played = _plays_webrtc(page, "RTMP")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; console={console[-8:]}; server={server.log_tail(15)}") from None
-        assert played["width"] == 640, played  # the top rendition of a 640x360 source, passed through
+        assert played["width"] == 640, played
+        other = {"source": "transcoder", "transcoder": "source"}[path]
+        assert _frames(server, path) > 20 and _frames(server, other) < 5, (path, _frames(server, other))
         assert _sessions(server) == 1
         assert _requests(server, "201") >= 1
         assert get_stream(server, stream["id"])["viewers"] >= 1

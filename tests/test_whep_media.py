@@ -141,3 +141,26 @@ def test_continuity_joins_inputs_on_one_rtp_timeline() -> None:
     assert [timeline.map(source, p) for p in (0, 3000)] == [906_000, 909_000]  # a new input continues
     assert timeline.map(source, 1500) == 909_001  # never back in time
     assert timeline.map(transcoder, 990_000) == 912_001
+
+
+@pytest.mark.parametrize(("args", "passable"), [
+    (["-preset", "ultrafast", "-tune", "zerolatency"], True),  # Constrained Baseline, no B-frames
+    (["-preset", "veryfast", "-profile:v", "main", "-bf", "2"], False),  # Main with B-frames
+    (["-preset", "veryfast", "-profile:v", "high", "-tune", "zerolatency"], False),  # High: not negotiated
+])
+def test_flv_frames_pass_only_what_webrtc_carries(args: list[str], passable: bool) -> None:
+    from onair.delivery.whep.flv_source import FlvFrames
+
+    flv = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi",
+                          "-i", "sine=sample_rate=48000", "-t", "2", "-c:v", "libx264", *args, "-g", "25",
+                          "-c:a", "aac", "-f", "flv", "pipe:1"], capture_output=True, check=True, timeout=60).stdout
+    frames = FlvFrames()
+    video, audio = [], []
+    for i in range(0, len(flv), 4000):
+        media = frames.feed(flv[i:i + 4000])
+        video += media.video
+        audio += media.audio
+    assert frames.passable is passable
+    assert len(video) == 50 and [i for i, u in enumerate(video) if u.keyframe] == [0, 25]
+    assert video[0].data.startswith(b"\0\0\0\1\x67") and video[1].pts - video[0].pts == 3600
+    assert frames.aac_config and 90 <= len(audio) <= 96

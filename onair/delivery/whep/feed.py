@@ -3,7 +3,8 @@
 From the transcoder: the feed is the stream's track reader from the session's first byte (attached at
 SessionStarted), so it always frames the fMP4 boxes from their start; the top rendition's H.264 and the AAC
 transcoded to Opus (only while someone watches) are paced out at media time. From a WebRTC (WHIP) source
-that feeds the output: its own H.264 and Opus frames as they arrive, with no transcoder in between. Either
+that feeds the output: its own H.264 and Opus frames as they arrive, with no transcoder in between; from an
+RTMP source WebRTC can carry as it is (flv_source.py): its H.264 as it arrives, its AAC as Opus. Either
 way it keeps the last GOP for viewers who join. Viewers hold bounded queues: one that
 falls behind is emptied and restarts at the next keyframe instead of slowing the others.
 """
@@ -20,7 +21,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
+from prometheus_client import Counter
 
+from onair.delivery.whep.flv_source import FlvFrames
 from onair.delivery.whep.media import (
     AccessUnit,
     Continuity,
@@ -43,6 +46,8 @@ log = logging.getLogger("onair.delivery.whep")
 
 VIDEO_TIME_BASE = Fraction(1, 90_000)
 AUDIO_TIME_BASE = Fraction(1, 48_000)
+VIDEO_FRAMES = Counter("onair_whep_video_frames_total", "Video frames fanned out to WHEP viewers (once per frame)",
+                       ["path"])  # source: the publisher's own frames; transcoder: the top rendition
 VIEWER_QUEUE = 400  # packets (over 10 s of video): a viewer this far behind starts again at a keyframe
 
 
@@ -87,7 +92,9 @@ class WhepFeed:
         self._task: asyncio.Task[None] | None = None
         self._video_time = Continuity(3000)
         self._audio_time = Continuity(960)
-        self.source: Publisher | None = None  # a WebRTC publisher whose frames go out as they are
+        self.source: Publisher | None = None  # a publisher whose frames go out as they are
+        # every RTMP publisher's framing, followed from its first byte (None: it cannot be passed through)
+        self._flv: dict[Publisher, FlvFrames | None] = {}
         self.ended = False
 
     # -- reading (TrackReader) ----------------------------------------------------------------------
@@ -125,6 +132,36 @@ class WhepFeed:
         self._gop = GopCache()
         for viewer in self.viewers:
             viewer.started = False
+
+    async def on_source(self, publisher: Publisher, data: bytes, *, feeding: bool) -> None:
+        """SourceReader: an RTMP source's bytes; passed through while it feeds and WebRTC can carry it."""
+        if publisher.input_format != "flv" or publisher.ended:
+            return
+        if publisher not in self._flv:
+            self._flv[publisher] = FlvFrames()
+        frames = self._flv[publisher]
+        if frames is None:
+            return
+        media = frames.feed(data)
+        if frames.rejected:
+            self._flv[publisher] = None
+        if not (feeding and frames.passable):
+            if self.source is publisher:
+                self.use_source(None)  # B-frames showed up: the transcoder's output again
+            return
+        if self.source is not publisher:
+            self.use_source(publisher)
+        for unit in media.video:
+            self._send_video(dataclasses.replace(unit, pts=self._video_time.map(publisher, unit.pts)))
+        if self.viewers and frames.aac_config:
+            for timed in media.audio:
+                for packet in self._opus.transcode(frames.aac_config, timed):
+                    self._send_audio(dataclasses.replace(packet, pts=self._audio_time.map(publisher, packet.pts)))
+
+    def forget(self, publisher: Publisher) -> None:
+        self._flv.pop(publisher, None)
+        if self.source is publisher:
+            self.use_source(None)
 
     def on_frame(self, kind: str, data: bytes, timestamp: int, *, keyframe: bool) -> None:
         if kind == "video":
@@ -179,6 +216,7 @@ class WhepFeed:
                 self._send_audio(item)
 
     def _send_video(self, unit: AccessUnit) -> None:
+        VIDEO_FRAMES.labels("transcoder" if self.source is None else "source").inc()
         self._gop.add(unit)
         packet = _packet(unit.data, unit.pts, VIDEO_TIME_BASE)
         for viewer in list(self.viewers):

@@ -49,9 +49,12 @@ class WhepService:
             await self._end_feed(event.stream.stream_id)
             feed = WhepFeed(event.stream)
             event.stream.track_readers.append(feed)
+            event.stream.source_readers.append(feed)
             feed.start()
             self.feeds[event.stream.stream_id] = feed
         elif isinstance(event, PublisherLive | FeedSwitched | PublisherEnded):
+            if isinstance(event, PublisherEnded) and (ended := self.feeds.get(event.stream.stream_id)) is not None:
+                ended.forget(event.publisher)
             self._follow_source(event.stream)
         elif isinstance(event, SessionEnded):
             current = self.feeds.get(event.stream.stream_id)
@@ -59,11 +62,14 @@ class WhepService:
                 await self._end_feed(event.stream.stream_id)
 
     def _follow_source(self, stream: LiveStream) -> None:
-        """A WebRTC publisher feeding the output is passed through as it is; anything else goes via the transcoder."""
+        """A WebRTC publisher feeding the output is passed through as it is; an RTMP one once its first bytes show
+        that it can be (WhepFeed.on_source); anything else goes via the transcoder."""
         feed = self.feeds.get(stream.stream_id)
         if feed is None or feed.stream is not stream:
             return
         feeding = stream.feeding
+        if feeding is not None and feeding is feed.source and not feeding.ended:
+            return
         feed.use_source(feeding if feeding is not None and feeding.protocol == "whip" and not feeding.ended else None)
 
     async def _end_feed(self, stream_id: int) -> None:
@@ -72,6 +78,8 @@ class WhepService:
             return
         if feed in feed.stream.track_readers:
             feed.stream.track_readers.remove(feed)
+        if feed in feed.stream.source_readers:
+            feed.stream.source_readers.remove(feed)
         for session in [s for s in self.sessions.values() if s.feed is feed]:
             await session.close("the stream ended")
         await feed.stop()
