@@ -48,11 +48,8 @@ class UrlBuilder:
         """The stream's playback URLs carrying a playback token: `/t/{token}` after the segment naming the stream.
 
         Playlists name everything relative to themselves, so what a player resolves from these carries it too.
-        `whep_url` is where WHEP playback will answer (`/whep/{pid}/t/{token}/whep`).
         """
-        t = f"/t/{playback_token}"
-        whep = f"{self.http_base}/whep/{self.public_id(stream_id)}{t}/whep"
-        return {**self._playback(stream_id, t), "whep_url": whep}
+        return self._playback(stream_id, f"/t/{playback_token}")
 
     def _playback(self, stream_id: int, t: str) -> dict[str, str]:
         pid = self.public_id(stream_id)
@@ -62,6 +59,7 @@ class UrlBuilder:
             "dash_url": f"{base}/cmaf/{pid}{t}/index.mpd",
             "hls_mpegts_url": f"{base}/mpegts/{pid}{t}/master_mpegts.m3u8",
             "iframe_url": f"{base}/streams/{pid}{t}",
+            "whep_url": f"{base}/whep/{pid}{t}/whep",
             "screenshot": f"{base}/videoplatform/streams/{self.client_id}/{stream_id}{t}/screenshots/last.jpg",
         }
 

@@ -170,6 +170,7 @@ class StreamOut(BaseModel):
     hls_mpegts_url: str
     dash_url: str
     iframe_url: str
+    whep_url: str
     screenshot: str
     created_at: str
     started_at_primary: str | None

@@ -17,6 +17,8 @@ from onair.config import Settings
 from onair.delivery.playback import Playback
 from onair.delivery.routes import router as delivery_router
 from onair.delivery.vod import router as vod_router
+from onair.delivery.whep.routes import WhepService
+from onair.delivery.whep.routes import router as whep_router
 from onair.ingest.rtmp.server import RTMPServer
 from onair.ingest.srt.server import SRTServer
 from onair.ingest.whip.routes import WhipService
@@ -66,10 +68,12 @@ class Listeners:
 
 def build_http_app(node: Node) -> FastAPI:
     # pages before vod: `/videos/{vid}/player` must win over vod's `/videos/{vid}/{file:path}`
-    app = create_app(node, [delivery_router, player_router, pages_router, whip_router, vod_router])
+    app = create_app(node, [delivery_router, player_router, pages_router, whip_router, whep_router, vod_router])
     app.state.playback = Playback(node.hub, node.urls, node.library, node.sessionmaker,
                                   node.control.playback_guard)
     app.state.whip = WhipService(node.hub, node.settings, node.urls, node.sessionmaker)
+    app.state.whep_playback = WhepService(node.settings)
+    node.hub.events.subscribe(app.state.whep_playback.on_event)  # feeds attach as sessions start
     return app
 
 

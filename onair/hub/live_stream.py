@@ -29,12 +29,18 @@ from onair.package.window import dvr_window_segments
 from onair.transcode.ladder import AUDIO_TRACK, Rendition, transcoded_quality_names
 from onair.transcode.transcoder import Transcoder
 
-__all__ = ["LiveStatus", "LiveStream", "SourceReader"]
+__all__ = ["LiveStatus", "LiveStream", "SourceReader", "TrackReader"]
 
 log = logging.getLogger("onair.hub.live_stream")
 
 WATCHING_S = 15.0  # a client that fetched nothing for this long has stopped watching
 TRANSCODER_RESTARTS = Counter("onair_transcoder_restarts_total", "ffmpeg transcoder restarts")
+
+
+class TrackReader(Protocol):
+    """Gets every transcoder output chunk of the current transcoder (`restarted`: it begins a new fMP4 stream)."""
+
+    def on_track(self, track: str, data: bytes, *, restarted: bool) -> None: ...
 
 
 class SourceReader(Protocol):
@@ -71,6 +77,7 @@ class LiveStream:
                                 else settings.live_window_segments)
         self.segment_listeners: list[SegmentListener] = []
         self.source_readers: list[SourceReader] = []
+        self.track_readers: list[TrackReader] = []  # attached at SessionStarted, so they see every byte
         self.archive: SegmentArchive | None = None  # older segments on disk (DVR), attached by its reader
         self.viewers = ViewerWindow()
         # the last publisher left within the reconnect window: the session stays open until this deadline
@@ -227,8 +234,14 @@ class LiveStream:
         if self.package is None:
             self.package = self._new_package()
             self.package_ready.set()
+        restarted = track in self._restart_pending
+        for reader in list(self.track_readers):
+            try:
+                reader.on_track(track, data, restarted=restarted)
+            except Exception:  # a reader bug must not break packaging
+                log.exception("track reader failed", extra={"stream_id": self.stream_id, "track": track})
         try:
-            if track in self._restart_pending:
+            if restarted:
                 self._restart_pending.discard(track)
                 self.package.rendition(track).packager.restart()
             self.package.feed(track, data)

@@ -9,7 +9,7 @@ from prometheus_client import Counter
 
 from onair.hub.keys import StreamKey
 
-__all__ = ["Publisher", "PublisherSink"]
+__all__ = ["FrameReader", "Publisher", "PublisherSink"]
 
 INGEST_BYTES = Counter("onair_ingest_bytes_total", "Source bytes received", ["protocol"])
 
@@ -20,6 +20,15 @@ class PublisherSink(Protocol):
     async def publisher_data(self, publisher: Publisher, data: bytes) -> None: ...
 
     async def publisher_closed(self, publisher: Publisher, reason: str) -> None: ...
+
+
+class FrameReader(Protocol):
+    """Gets the encoded frames of a publisher that has them apart (WHIP: H.264 access units, Opus packets).
+
+    `timestamp` is the frame's RTP time of its track (90 kHz video, 48 kHz audio), from 0 at its first frame.
+    """
+
+    def on_frame(self, kind: str, data: bytes, timestamp: int, *, keyframe: bool) -> None: ...
 
 
 class Publisher:
@@ -36,6 +45,7 @@ class Publisher:
         self.announced = False  # its first bytes have been announced (PublisherLive)
         self.resumed = False  # continues a session within its reconnect window
         self.ended = False
+        self.frame_readers: list[FrameReader] = []  # e.g. WHEP passing a WebRTC source through
 
     @property
     def stream_id(self) -> int:
@@ -47,6 +57,12 @@ class Publisher:
         self.bytes_in += len(data)
         INGEST_BYTES.labels(self.protocol).inc(len(data))
         await self.sink.publisher_data(self, data)
+
+    def frame(self, kind: str, data: bytes, timestamp: int, *, keyframe: bool) -> None:
+        """An encoded frame besides the byte stream (only adapters that have frames apart call this)."""
+        if not self.ended:
+            for reader in list(self.frame_readers):
+                reader.on_frame(kind, data, timestamp, keyframe=keyframe)
 
     async def close(self, reason: str) -> None:
         if self.ended:

@@ -132,6 +132,7 @@ async def stream_info(request: Request, stream: Stream, playback_token: str | No
         "hls_cmaf_url": urls["hls_cmaf_url"],
         "dash_url": urls["dash_url"],
         "hls_mpegts_url": urls["hls_mpegts_url"],
+        "whep_url": urls["whep_url"],
     }
 
 

@@ -33,6 +33,8 @@ class TrackInfo:
     default_sample_duration: int = 0
     default_sample_size: int = 0
     default_sample_flags: int = 0
+    # the sample entry's decoder configuration: avcC payload (H.264) or AudioSpecificConfig (AAC)
+    decoder_config: bytes = b""
 
     @property
     def is_video(self) -> bool:
@@ -52,6 +54,7 @@ class _SampleEntry:
     height: int = 0
     sample_rate: int = 0
     channels: int = 0
+    config: bytes = b""
 
 
 def parse_init(data: bytes | bytearray | memoryview) -> TrackInfo:
@@ -95,6 +98,7 @@ def _parse_init(mv: memoryview) -> TrackInfo:
         default_sample_duration=dur,
         default_sample_size=size,
         default_sample_flags=flags,
+        decoder_config=entry.config,
     )
 
 
@@ -161,12 +165,14 @@ def _visual_entry(mv: memoryview, fourcc: str, ep: int, ee: int) -> _SampleEntry
     require(ee, ep, 78, fourcc)
     w, h = _u16.unpack_from(mv, ep + 24)[0], _u16.unpack_from(mv, ep + 26)[0]
     codec = fourcc
+    config = b""
     kids = child_boxes(mv, ep + 78, ee)
     if fourcc in ("avc1", "avc3") and "avcC" in kids:
         cp, ce = kids["avcC"]
         require(ce, cp, 4, "avcC")
         codec = f"{fourcc}.{mv[cp + 1]:02x}{mv[cp + 2]:02x}{mv[cp + 3]:02x}"
-    return _SampleEntry(codec=codec, width=w, height=h)
+        config = bytes(mv[cp:ce])
+    return _SampleEntry(codec=codec, width=w, height=h, config=config)
 
 
 def _audio_entry(mv: memoryview, fourcc: str, timescale: int, ep: int, ee: int) -> _SampleEntry:
@@ -177,14 +183,15 @@ def _audio_entry(mv: memoryview, fourcc: str, timescale: int, ep: int, ee: int) 
     sample_rate = _u32.unpack_from(mv, ep + 24)[0] >> 16
     child_off = ep + 28 + {1: 16, 2: 36}.get(qt_version, 0)
     kids = child_boxes(mv, child_off, ee) if child_off <= ee else {}
+    config = b""
     if fourcc == "mp4a" and "esds" in kids:
-        codec, asc_rate, asc_channels = _parse_esds(mv, *kids["esds"])
+        codec, asc_rate, asc_channels, config = _parse_esds(mv, *kids["esds"])
         sample_rate = sample_rate or asc_rate
         # ISO writers (ffmpeg included) put a fixed 2 in channelcount; the ASC is authoritative.
         channels = asc_channels or channels
     else:
         codec = {"Opus": "opus", "fLaC": "flac", "ac-3": "ac-3", "ec-3": "ec-3"}.get(fourcc, fourcc)
-    return _SampleEntry(codec=codec, sample_rate=sample_rate or timescale, channels=channels)
+    return _SampleEntry(codec=codec, sample_rate=sample_rate or timescale, channels=channels, config=config)
 
 
 def _trex_defaults(mv: memoryview, mvex: _Span | None, track_id: int) -> tuple[int, int, int]:
@@ -226,7 +233,8 @@ def _desc_header(mv: memoryview, pos: int, end: int) -> tuple[int, int, int]:
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
 
-def _parse_esds(mv: memoryview, p: int, e: int) -> tuple[str, int, int]:
+def _parse_esds(mv: memoryview, p: int, e: int) -> tuple[str, int, int, bytes]:
+    """(codec string, sample rate, channels, AudioSpecificConfig bytes) of an esds box."""
     tag, p, e = _desc_header(mv, p + 4, e)  # skip FullBox version/flags
     if tag != 0x03:
         raise FMP4Error("esds: expected ES_Descriptor")
@@ -247,10 +255,10 @@ def _parse_esds(mv: memoryview, p: int, e: int) -> tuple[str, int, int]:
     oti = mv[p]
     p += 13
     if p >= e or oti != 0x40:
-        return f"mp4a.{oti:02x}", 0, 0
+        return f"mp4a.{oti:02x}", 0, 0, b""
     tag, p, dsi_end = _desc_header(mv, p, e)
     if tag != 0x05 or dsi_end - p < 2:
-        return f"mp4a.{oti:02x}", 0, 0
+        return f"mp4a.{oti:02x}", 0, 0, b""
     # AudioSpecificConfig is a bit stream: 5-bit object type (31 = escape), 4-bit rate index, ...
     bits = int.from_bytes(mv[p:dsi_end], "big")
     nbits = (dsi_end - p) * 8
@@ -270,4 +278,4 @@ def _parse_esds(mv: memoryview, p: int, e: int) -> tuple[str, int, int]:
     idx = take(4)
     rate = take(24) if idx == 0xF else (_AAC_RATES[idx] if idx < len(_AAC_RATES) else 0)
     channels = take(4)
-    return f"mp4a.{oti:02x}.{aot}", rate, channels
+    return f"mp4a.{oti:02x}.{aot}", rate, channels, bytes(mv[p:dsi_end])

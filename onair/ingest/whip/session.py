@@ -121,6 +121,8 @@ class WhipSession:
             data = self._muxer.add(frame)
             if data:
                 await self.publisher.feed(data)
+            if self._muxer.started:  # the frames as they came, from the first IDR on (WHEP passes them through)
+                self.publisher.frame(frame.kind, frame.data, frame.rtp_timestamp, keyframe=frame.is_keyframe())
 
     async def _watch(self) -> None:
         """End the session when the platform kicks it, ICE never connects, or media stops."""

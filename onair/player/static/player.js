@@ -1,5 +1,5 @@
 /* onair web player: LL-HLS with hls.js (native HLS as fallback), ?dash for dash.js, ?no_low_latency for
- * the MPEG-TS HLS. State for embedders and tests: document.body.dataset.state is loading|playing|offline|error,
+ * the MPEG-TS HLS, ?protocol=webrtc for WHEP (whep.js; LL-HLS when WebRTC fails). State for embedders and tests: document.body.dataset.state is loading|playing|offline|error,
  * window.onairPlayer exposes the <video> element, the library instance and a few helpers.
  * Also: 360°/180° projections (projection.js, three.js; onairPlayer.projection), HTML overlays from
  * info.json (polled, iframes in #onair-overlays) and a DVR seek bar when the stream has DVR on.
@@ -11,9 +11,10 @@
 
   var cfg = JSON.parse(document.getElementById("onair-config").textContent);
   var params = new URLSearchParams(window.location.search);
-  var mode = params.has("dash") ? "dash" : params.has("no_low_latency") ? "mpegts" : "llhls";
+  var mode = params.get("protocol") === "webrtc" ? "webrtc" : params.has("dash") ? "dash"
+    : params.has("no_low_latency") ? "mpegts" : "llhls";
   // ?ll=0 keeps the CMAF HLS but turns hls.js low-latency mode off (the benchmarks' baseline)
-  var lowLatency = mode === "llhls" && params.get("ll") !== "0";
+  var lowLatency = (mode === "llhls" || mode === "webrtc") && params.get("ll") !== "0";
   var RETRY_MS = 3000;          // offline: probe the stream this often
   var STALL_MS = 4000;          // no progress for this long while playing: check whether the stream ended
   var LOAD_TIMEOUT_MS = 20000;  // never started playing within this: check again
@@ -46,6 +47,8 @@
     settings: cfg.player || null,
     hls: null,
     dash: null,
+    whep: null,         // the WHEP session while playing over WebRTC
+    fallback: null,     // why WebRTC was given up for LL-HLS
     events: [],
     projection: null,   // {mode, renderer, frames, ...} once a projected stream is rendered
     overlays: [],       // the overlays laid out last, with their box in page pixels
@@ -72,7 +75,7 @@
   function sourceUrl(info) {
     if (mode === "dash") return info.dash_url;
     if (mode === "mpegts") return info.hls_mpegts_url;
-    return info.hls_cmaf_url;
+    return info.hls_cmaf_url;  // also what WebRTC checks the stream with and falls back to
   }
 
   var loadScript = window.onairCommon.loadScript;
@@ -89,6 +92,7 @@
     watchdog = null;
     if (api.hls) { api.hls.destroy(); api.hls = null; }
     if (api.dash) { api.dash.reset(); api.dash = null; }
+    if (api.whep) { api.whep.stop(); api.whep = null; }
     if (video.getAttribute("src")) { video.removeAttribute("src"); video.load(); }
   }
 
@@ -142,6 +146,7 @@
           setState("loading");
           startWatchdog(gen);
           if (mode === "dash") startDash(sourceUrl(info), gen);
+          else if (mode === "webrtc" && info.whep_url) startWebrtc(info, gen);
           else startHls(sourceUrl(info), gen);
         });
       })
@@ -235,6 +240,23 @@
       } else {
         fail("cannot play HLS: " + err.message);
       }
+    });
+  }
+
+  function startWebrtc(info, gen) {
+    loadScript("/player/static/whep.js").then(function () {
+      if (gen !== generation) return null;
+      return window.onairWhep.play(info.whep_url, video, log).then(function (session) {
+        if (gen !== generation) { session.stop(); return; }
+        api.whep = session;
+        play();
+      });
+    }).catch(function (err) {
+      if (gen !== generation) return;
+      api.fallback = String(err && err.message || err);
+      log("WebRTC failed, LL-HLS instead: " + api.fallback);
+      mode = api.mode = "llhls";
+      startHls(info.hls_cmaf_url, gen);
     });
   }
 

@@ -1,0 +1,175 @@
+"""WHEP (WebRTC playback) figures, all in headless Chromium with the clock burned into the source frames.
+
+(a) RTMP source → WHEP: bench.latency's stamped source; the web player with `?protocol=webrtc`, the same
+    bar-code probe on every presented frame (glass-to-glass), and page → playing.
+(b) WHIP source → WHEP: a Chromium page publishes a canvas drawing the same bar code through the golive
+    page; another page plays it over WHEP.
+(c) N WHEP viewers of one stream: N peer connections in one page; each must decode at the source's frame
+    rate over the window (a viewer below 90 % of it, or with a freeze, stalled).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from bench.harness import CHROMIUM, CHROMIUM_ARGS, median, poll, running_server
+from bench.latency import BITS, CELL_H, CELL_W, FPS, H, Mode, StampedSource, W, g2g_run
+
+WEBRTC_ARGS = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+               "--allow-loopback-in-peer-connection"]
+
+# the golive page's camera replaced by a canvas with bench.latency's bar code (row A bits, row B inverted)
+STAMPED_CAMERA = """
+(() => {
+  const BITS = $BITS, W = $W, H = $H, CW = $CW, CH = $CH;
+  const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async () => {
+    const canvas = Object.assign(document.createElement("canvas"), { width: W, height: H });
+    const ctx = canvas.getContext("2d");
+    const draw = () => {
+      const t = Date.now() % 4294967296;
+      ctx.fillStyle = "#808080"; ctx.fillRect(0, 0, W, H);
+      for (let i = 0; i < BITS; i++) {
+        const bit = Math.floor(t / 2 ** (BITS - 1 - i)) % 2;
+        ctx.fillStyle = bit ? "#fff" : "#000"; ctx.fillRect(i * CW, 0, CW, CH);
+        ctx.fillStyle = bit ? "#000" : "#fff"; ctx.fillRect(i * CW, CH, CW, CH);
+      }
+    };
+    draw(); setInterval(draw, 1000 / 120);
+    const video = canvas.captureStream($FPS).getVideoTracks();
+    const audio = (await real({ audio: true })).getAudioTracks();
+    return new MediaStream([...video, ...audio]);
+  };
+})();
+"""
+for _k, _v in {"BITS": BITS, "W": W, "H": H, "CW": CELL_W, "CH": CELL_H, "FPS": FPS}.items():
+    STAMPED_CAMERA = STAMPED_CAMERA.replace("$" + _k, str(_v))
+
+# N peer connections on one WHEP URL; returns per viewer [framesDecoded, freezeCount] after `window` ms
+VIEWERS_JS = """
+async ([url, n, windowMs]) => {
+  const open = async () => {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((ok) => { if (pc.iceGatheringState === "complete") ok();
+      pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === "complete") ok(); };
+      setTimeout(ok, 2000); });
+    const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/sdp" },
+                                 body: pc.localDescription.sdp });
+    if (r.status !== 201) throw new Error("WHEP " + r.status);
+    pc.location = new URL(r.headers.get("Location"), url).href;
+    await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
+    return pc;
+  };
+  const stats = async (pc) => {
+    let out = [0, 0];
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") out = [s.framesDecoded || 0, s.freezeCount || 0];
+    });
+    return out;
+  };
+  const pcs = [];
+  for (let i = 0; i < n; i += 10) {  // ten offers at a time: each waits for its ICE gathering
+    pcs.push(...await Promise.all(Array.from({ length: Math.min(10, n - i) }, open)));
+  }
+  const t0 = performance.now();
+  await new Promise((ok) => setTimeout(ok, 3000));  // every viewer past its first keyframe
+  const before = await Promise.all(pcs.map(stats));
+  const t1 = performance.now();
+  await new Promise((ok) => setTimeout(ok, windowMs));
+  const after = await Promise.all(pcs.map(stats));
+  const seconds = (performance.now() - t1) / 1000;
+  await Promise.all(pcs.map((pc) => fetch(pc.location, { method: "DELETE" }).then(() => pc.close())));
+  return { seconds, setup_s: t0 / 1000, viewers: after.map((a, i) => [a[0] - before[i][0], a[1] - before[i][1]]) };
+}
+"""
+
+
+def _launch() -> Any:
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    return pw, pw.chromium.launch(executable_path=CHROMIUM, args=WEBRTC_ARGS)
+
+
+def _report(label: str, results: list[dict[str, float]]) -> None:
+    for n, res in enumerate(results):
+        print(f"    {label:24s} run {n + 1}: glass-to-glass {res['g2g_ms']:6.0f} ms   page→playing "
+              f"{res['startup_s']:4.1f} s   frames {res['frames']:.0f} (unreadable {res['bad']:.0f})", flush=True)
+    print(f"    {label:24s} median glass-to-glass {median([r['g2g_ms'] for r in results]):6.0f} ms   "
+          f"page→playing {median([r['startup_s'] for r in results]):4.1f} s", flush=True)
+
+
+def _whip_source(browser: Any, srv: Any, stream: dict[str, Any]) -> Any:
+    context = browser.new_context()
+    context.add_init_script(STAMPED_CAMERA)
+    page = context.new_page()
+    pid = stream["iframe_url"].rsplit("/", 1)[1]
+    page.goto(f"{srv.base_url}/streams/{pid}/golive?" + str(httpx.QueryParams(
+        {"whip": stream["push_url_whip"], "autostart": "1"})))
+    poll(lambda: page.evaluate("golive.state") == "live", 30, 0.1, "golive live")
+    return context
+
+
+def _viewers(browser: Any, stream: dict[str, Any], n: int, window: float) -> dict[str, Any]:
+    page = browser.new_page()
+    try:
+        started = time.monotonic()
+        out: dict[str, Any] = page.evaluate(VIEWERS_JS, [stream["whep_url"], n, int(window * 1000)])
+        out["took_s"] = time.monotonic() - started
+        return out
+    finally:
+        page.close()
+
+
+def main(quick: bool = False) -> None:
+    runs = 1 if quick else 3
+    warmup, window = (2.0, 3.0) if quick else (3.0, 5.0)
+    n_viewers = 20 if quick else 50
+    console: list[str] = []
+    pw, browser = _launch()
+    try:
+        with running_server() as srv:
+            print(f"(a) RTMP → WHEP glass-to-glass, stamped {W}x{H}@{FPS} source, {runs} run(s)", flush=True)
+            stream = srv.create_stream("whep-rtmp")
+            source = StampedSource(stream["push_url"])
+            try:
+                poll(lambda: httpx.get(stream["hls_cmaf_url"], timeout=10).status_code == 200, 30, 0.1, "live")
+                mode = Mode("RTMP → WHEP", "?protocol=webrtc", runs)
+                results = [g2g_run(browser, stream["iframe_url"], mode, warmup, window, console) for _ in range(runs)]
+                _report(mode.label, results)
+
+                print(f"(c) {n_viewers} WHEP viewers of the RTMP stream, {window:.0f} s window", flush=True)
+                res = _viewers(browser, stream, n_viewers, window)
+                rates = [v[0] / res["seconds"] for v in res["viewers"]]
+                stalled = sum(1 for r, v in zip(rates, res["viewers"], strict=True) if r < 0.9 * FPS or v[1])
+                print(f"    {n_viewers} viewers: decoded fps min {min(rates):4.1f} median {median(rates):4.1f} "
+                      f"(source {FPS})   stalled {stalled}   all set up and measured in {res['took_s']:4.1f} s",
+                      flush=True)
+            finally:
+                source.stop()
+
+            print(f"(b) WHIP (Chromium canvas {W}x{H}) → WHEP glass-to-glass, {runs} run(s)", flush=True)
+            stream = srv.create_stream("whep-whip")
+            publisher = _whip_source(browser, srv, stream)
+            try:
+                poll(lambda: httpx.get(stream["hls_cmaf_url"], timeout=10).status_code == 200, 30, 0.1, "live")
+                mode = Mode("WHIP → WHEP", "?protocol=webrtc", runs)
+                results = [g2g_run(browser, stream["iframe_url"], mode, warmup, window, console) for _ in range(runs)]
+                _report(mode.label, results)
+            finally:
+                publisher.close()
+    finally:
+        browser.close()
+        pw.stop()
+    print("    targets (issue 16): WHIP → WHEP ≤ 500 ms, RTMP → WHEP ≤ 1000 ms, 50 viewers without a stall",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
