@@ -19,8 +19,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import av
 from prometheus_client import Counter
 
 from onair.delivery.whep.flv_source import FlvFrames
@@ -28,17 +28,22 @@ from onair.delivery.whep.media import (
     AccessUnit,
     Continuity,
     GopCache,
+    OpusPacket,
     Pacer,
     TimedSample,
     TrackDemuxer,
     VideoUnits,
     join_units,
 )
-from onair.delivery.whep.opus import OpusPacket, OpusTranscoder
 from onair.formats.fmp4 import FMP4Error
 from onair.hub.live_stream import LiveStream
 from onair.hub.publisher import Publisher
 from onair.transcode.ladder import AUDIO_TRACK
+
+if TYPE_CHECKING:
+    import av
+
+    from onair.delivery.whep.opus import OpusTranscoder
 
 __all__ = ["Viewer", "WhepFeed"]
 
@@ -68,6 +73,8 @@ class Viewer:
 
 
 def _packet(data: bytes, pts: int, time_base: Fraction) -> av.Packet:
+    import av  # PyAV (about 16 MB resident) only once someone watches over WebRTC
+
     packet = av.Packet(data)
     packet.pts = packet.dts = pts
     packet.time_base = time_base
@@ -83,7 +90,7 @@ class WhepFeed:
         self._video = TrackDemuxer()
         self._audio = TrackDemuxer()
         self._units = VideoUnits()
-        self._opus = OpusTranscoder()
+        self._opus_transcoder: OpusTranscoder | None = None
         self._gop = GopCache()
         self._pacer = Pacer()
         self._pending: list[tuple[float, int, AccessUnit | OpusPacket]] = []  # a heap by due time
@@ -96,6 +103,14 @@ class WhepFeed:
         # every RTMP publisher's framing, followed from its first byte (None: it cannot be passed through)
         self._flv: dict[Publisher, FlvFrames | None] = {}
         self.ended = False
+
+    @property
+    def _opus(self) -> OpusTranscoder:
+        if self._opus_transcoder is None:  # made at the first viewer's first audio: it loads PyAV
+            from onair.delivery.whep.opus import OpusTranscoder
+
+            self._opus_transcoder = OpusTranscoder()
+        return self._opus_transcoder
 
     # -- reading (TrackReader) ----------------------------------------------------------------------
     @property

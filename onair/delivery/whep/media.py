@@ -187,3 +187,10 @@ class Continuity:
             out = self._last + 1
         self._last = out
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class OpusPacket:
+    time: float  # seconds on the stream's timeline
+    pts: int  # 48 kHz (RTP)
+    data: bytes

@@ -6,14 +6,12 @@ with the video. A gap or a jump on that timeline (transcoder restart) re-anchors
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import av
 from av.audio.codeccontext import AudioCodecContext
 from av.audio.resampler import AudioResampler
 from av.codec.context import CodecContext
 
-from onair.delivery.whep.media import TimedSample
+from onair.delivery.whep.media import OpusPacket, TimedSample
 
 __all__ = ["OpusPacket", "OpusTranscoder"]
 
@@ -21,13 +19,6 @@ RATE = 48_000
 FRAME = 960  # 20 ms
 BITRATE = 64_000
 RESYNC_S = 0.25
-
-
-@dataclass(frozen=True, slots=True)
-class OpusPacket:
-    time: float  # seconds on the stream's timeline
-    pts: int  # 48 kHz (RTP)
-    data: bytes
 
 
 class OpusTranscoder:

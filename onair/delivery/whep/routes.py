@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -18,11 +19,12 @@ from prometheus_client import Gauge
 from onair.config import Settings
 from onair.delivery.playback import Playback, playback_of
 from onair.delivery.routes import PLAYBACK_REQUESTS
-from onair.delivery.whep.feed import WhepFeed
-from onair.delivery.whep.session import OfferError, WhepSession, check_offer
 from onair.hub.events import FeedSwitched, HubEvent, PublisherEnded, PublisherLive, SessionEnded, SessionStarted
 from onair.hub.live_stream import LiveStream
-from onair.ingest.whip.ice import configure_host_candidates, loopback_wanted
+
+if TYPE_CHECKING:
+    from onair.delivery.whep.feed import WhepFeed
+    from onair.delivery.whep.session import WhepSession
 
 __all__ = ["WhepService", "router"]
 
@@ -39,13 +41,27 @@ class WhepService:
     """The node's WHEP feeds (one per live session, attached by hub events) and sessions (by id)."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.feeds: dict[int, WhepFeed] = {}
         self.sessions: dict[str, WhepSession] = {}
-        configure_host_candidates(settings.bind, loopback_wanted(settings.bind, settings.whip_loopback_candidates))
+        self._webrtc_ready = False
         WHEP_SESSIONS.set_function(lambda: len(self.sessions))
+
+    def load_webrtc(self) -> None:
+        """aiortc is loaded at the first offer (about 20 MB resident): a node nobody watches over WebRTC
+        does not carry it. PyAV comes with the first live stream's feed."""
+        if self._webrtc_ready:
+            return
+        from onair.ingest.whip.ice import configure_host_candidates, loopback_wanted
+
+        bind = self.settings.bind
+        configure_host_candidates(bind, loopback_wanted(bind, self.settings.whip_loopback_candidates))
+        self._webrtc_ready = True
 
     async def on_event(self, event: HubEvent) -> None:
         if isinstance(event, SessionStarted):
+            from onair.delivery.whep.feed import WhepFeed
+
             await self._end_feed(event.stream.stream_id)
             feed = WhepFeed(event.stream)
             event.stream.track_readers.append(feed)
@@ -141,6 +157,8 @@ async def _offer(request: Request) -> str:
     if len(body) > MAX_OFFER:
         raise WhepRefused(413, "SDP offer too large")
     offer = body.decode("utf-8", errors="replace")
+    from onair.delivery.whep.session import OfferError, check_offer
+
     try:
         check_offer(offer)
     except OfferError as exc:
@@ -152,6 +170,9 @@ async def _offer(request: Request) -> str:
 @router.post("/whep/{pid}/t/{token}/whep", include_in_schema=False)
 async def whep_play(request: Request, pid: str) -> Response:
     service = _service(request)
+    service.load_webrtc()
+    from onair.delivery.whep.session import WhepSession
+
     try:
         offer = await _offer(request)
         feed = await _feed(service, await _stream(request, playback_of(request), pid))
