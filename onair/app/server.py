@@ -75,13 +75,14 @@ def build_http_app(node: Node) -> FastAPI:
 
 async def serve(settings: Settings) -> None:
     logs.setup(settings.log_level)
-    node = await create_node(settings)
+    # bound first: the default node name carries the HTTP port (ONAIR_HTTP_PORT=0 picks one)
+    http_sock = bind_tcp(settings.bind, settings.http_port)
+    node = await create_node(settings, http_sock.getsockname()[1])
+    node.ports.http = http_sock.getsockname()[1]
     generated = await bootstrap_api_key(node)
     if generated:
         print(f"onair: generated the operator API key (stored in {settings.data_dir / 'api_key'}):\n"
               f"  Authorization: APIKey {generated}", flush=True)
-    http_sock = bind_tcp(settings.bind, settings.http_port)
-    node.ports.http = http_sock.getsockname()[1]
     listeners = Listeners(node)
     await listeners.start()
     u = node.urls
@@ -100,7 +101,8 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     node.listeners_ready.set()
-    log.info("onair listening", extra={"ports": vars(node.ports), "data_dir": str(settings.data_dir),
+    log.info("onair listening", extra={"node": node.name, "ports": vars(node.ports),
+                                       "data_dir": str(settings.data_dir),
                                        "database": settings.resolved_database_url.split("://")[0]})
     try:
         await server.serve(sockets=[http_sock])
