@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from onair.cluster.link import Cluster
 from onair.cluster.registry import LEASE_TTL_MS, ControlBus, Membership, key_prefix
 from onair.cluster.status import StatusBoard
 from onair.config import Settings
+from onair.hub.ports import IngestRefused
+from onair.hub.registry import StreamHub
 
 
 def test_one_node_never_imports_redis() -> None:
@@ -117,3 +120,38 @@ def test_status_board_keeps_what_is_fresh_and_well_formed() -> None:
     assert board.get(1, now=13.5) is None  # stale
     board.report("a", {}, now=12.0)  # A no longer receives stream 1
     assert board.get(1, now=12.0) is None
+
+
+async def test_two_hubs_share_the_one_connection_rule(redis_url: str, tmp_path: Path) -> None:
+    """Two nodes' hubs on one Redis: the second node refuses a key the first receives, takes it once the
+    first ends it, and a node that loses its lease ends its publisher."""
+    from tests.test_hub import TOKEN, Catalog, FakeTranscoder
+
+    catalog = Catalog()
+    catalog.add(1)
+    clusters = [Cluster(redis_url, name, f"http://{name}") for name in ("a", "b")]
+    hubs = [StreamHub(Settings(data_dir=tmp_path / c.node), catalog, make_transcoder=FakeTranscoder,
+                      leases=c.leases) for c in clusters]
+    for c, h in zip(clusters, hubs, strict=True):
+        c.leases.on_lost = h.lease_lost
+    a, b = hubs
+    try:
+        pub = await a.open_session(protocol="rtmp", app="in", stream_name=f"1?{TOKEN}", remote="x")
+        with pytest.raises(IngestRefused) as refused:
+            await b.open_session(protocol="srt", app="in", stream_name=f"1?{TOKEN}", remote="y")
+        assert refused.value.code == 2003
+        backup = await b.open_session(protocol="srt", app="in", stream_name=f"1b?{TOKEN}", remote="y")
+        await pub.close("encoder left")
+        taken = await b.open_session(protocol="rtmp", app="in", stream_name=f"1?{TOKEN}", remote="z")
+        assert await clusters[0].leases.holder_of(1, False) == "b"
+        # B stalls past the TTL and A claims the feed meanwhile: B's renewal finds it gone and ends its publisher
+        await clusters[1].client.delete(key_prefix(redis_url) + "lease:1:p")
+        assert await clusters[0].leases.claim(1, False)
+        await clusters[1].leases.renew()
+        await asyncio.wait_for(taken.closed.wait(), 2)
+        assert not backup.ended  # the backup feed's lease is its own
+    finally:
+        for h in hubs:
+            await h.shutdown()
+        for c in clusters:
+            await c.client.aclose()
