@@ -3,17 +3,19 @@ events seen from every node, node loss (SIGKILL) handled by the leases and the s
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import OnairServer, wait_until
 from tests.ingest_media import create_stream, get_stream, patch_stream
-from tests.media import push_rtmp, stop
+from tests.media import parse_master, push_rtmp, stop
 from tests.rtmp_client import Publisher
 
 pytestmark = pytest.mark.media
@@ -66,6 +68,19 @@ def test_push_seen_and_controlled_from_another_node(make_server, pg_url: str,  #
         s = wait_until(lambda: (x := get_stream(b, sid))["video_width"] and x["transcoding_speed"] and x, 15,
                        what="A's figures on B")
         assert (s["video_width"], s["video_height"]) == (320, 240) and s["transcoded_qualities"]
+
+        # playback through B: B fetches from A (one kept-alive pool, identical requests collapsed)
+        with httpx.Client(timeout=30) as http:
+            on_b = stream["hls_cmaf_url"]  # B returned the stream: its URLs point at B
+            assert on_b.startswith(b.base_url)
+            master = wait_until(lambda: (r := http.get(on_b)).status_code == 200 and r, 15, what="master via B")
+            media = parse_master(master.text, on_b)[0]["uri"]
+            playlist = wait_until(lambda: (r := http.get(media)).status_code == 200 and "part" in r.text and r, 15,
+                                  what="media playlist via B")
+            part = re.findall(r'URI="(part\d+\.\d+\.m4s)"', playlist.text)[0]
+            got = http.get(media.rsplit("/", 1)[0] + "/" + part)
+            assert got.status_code == 200 and got.content and "immutable" in got.headers["cache-control"]
+            assert http.get(b.base_url + "/cmaf/1_999999/master.m3u8").status_code == 404
 
         # one connection per key across nodes: B refuses the same key as A would, A's push goes on
         code, pub = _raw_publish(b, stream)

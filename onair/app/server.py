@@ -15,6 +15,7 @@ from onair.api.app import create_app
 from onair.app.wiring import bind_tcp, bootstrap_api_key, create_node, start_node, stop_node, tls_context
 from onair.config import Settings
 from onair.delivery.playback import Playback
+from onair.delivery.relay import OriginRelay
 from onair.delivery.routes import router as delivery_router
 from onair.delivery.vod import router as vod_router
 from onair.ingest.rtmp.server import RTMPServer
@@ -90,7 +91,11 @@ async def serve(settings: Settings) -> None:
                                                             node.ports.rtmps or 443, node.ports.srt)
     await start_node(node)
     app = build_http_app(node)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
+    relay = None
+    if node.cluster is not None:  # playback of streams another node receives comes from that node
+        relay = OriginRelay(app, urls=node.urls, is_local=lambda sid: node.hub.live(sid) is not None,
+                            locate=node.cluster.origin_url)
+    config = uvicorn.Config(relay or app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
                             timeout_graceful_shutdown=3,
                             **httpguard.uvicorn_options(max_connections=settings.http_max_connections,
                                                         header_timeout=settings.http_header_timeout,
@@ -109,5 +114,7 @@ async def serve(settings: Settings) -> None:
     finally:
         log.info("shutting down")
         await listeners.stop()
+        if relay is not None:
+            await relay.close()
         await stop_node(node)
         await node.engine.dispose()

@@ -65,6 +65,13 @@ class Cluster:
     def remote(self, stream_id: int) -> RemoteLive | None:
         return self.board.get(stream_id, time.monotonic())
 
+    async def origin_url(self, stream_id: int) -> str | None:
+        """ONAIR_INTERNAL_URL of the other node receiving the stream's feed (primary first), None if none."""
+        holder = await self.leases.holder_of(stream_id, False) or await self.leases.holder_of(stream_id, True)
+        if holder is None or holder == self.node:
+            return None
+        return await self.members.url_of(holder)
+
     # -- life cycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
         """Joins: fails with the reason when Redis cannot be reached (a node must not run half-clustered)."""

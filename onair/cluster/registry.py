@@ -116,6 +116,17 @@ class Membership:
         values = await self.client.mget([self._key(n) for n in names])
         return {n for n, v in zip(names, values, strict=True) if v is not None}
 
+    async def url_of(self, node: str) -> str | None:
+        """The ONAIR_INTERNAL_URL a live node registered, None when it is not alive."""
+        value = await self.client.get(self._key(node))
+        if not value:
+            return None
+        try:
+            url = json.loads(value).get("internal_url")
+        except (ValueError, AttributeError):
+            return None
+        return url if isinstance(url, str) else None
+
     async def leave(self) -> None:
         await self.client.delete(self._key(self.node))
 
