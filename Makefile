@@ -39,6 +39,8 @@ system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	ls /usr/lib/*/libsrt-gnutls.so.1.5* >/dev/null 2>&1 || missing="$$missing libsrt1.5-gnutls"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +57,72 @@ class Settings(BaseSettings):
     allow_private_targets: bool = Field(
         False, description="allow outbound connections (PULL sources, restream targets, webhooks) to loopback, "
                            "private, link-local and metadata addresses (off: only public ones)")
+
+    # cluster (all unset: one node with embedded state); CONTRACT.md "Cluster settings"
+    redis_url: str | None = Field(None, description="redis://host:port/db: join the cluster sharing this Redis "
+                                                    "(and the same PostgreSQL DATABASE_URL); unset: one node")
+    node_name: str | None = Field(None, description="this node's name in the cluster, unique per node; "
+                                                    "unset: host name + HTTP port")
+    internal_url: str | None = Field(None, description="base URL at which other nodes reach this node's HTTP port; "
+                                                       "unset: http://PUBLIC_HOST:HTTP_PORT")
+    storage_url: str | None = Field(None, description="s3://bucket/prefix for finished recordings and clips; "
+                                                      "unset: the data dir")
+    s3_endpoint_url: str | None = Field(None, description="endpoint of the S3-compatible service; unset: AWS")
+
+    @field_validator("redis_url", "node_name", "internal_url", "storage_url", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+            raise ValueError("must be redis://host:port/db (or rediss://, unix://)")
+        db = parts.path.strip("/") if parts.scheme != "unix" else "0"
+        if db and not db.isdigit():
+            raise ValueError("the path must be a database number: redis://host:port/db")
+        return value
+
+    @field_validator("node_name")
+    @classmethod
+    def _node_name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 64 or not value.isprintable() or " " in value):
+            raise ValueError("at most 64 printable characters without spaces")
+        return value
+
+    @field_validator("internal_url", "s3_endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL")
+            return value.rstrip("/")
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme != "s3" or not parts.hostname:
+                raise ValueError("must be s3://bucket/prefix")
+        return value
+
+    @property
+    def clustered(self) -> bool:
+        return self.redis_url is not None
+
+    def resolved_node_name(self, http_port: int) -> str:
+        """The configured name, else host name + the bound HTTP port (known once the socket is bound)."""
+        return self.node_name or f"{socket.gethostname()}:{http_port}"
+
+    def resolved_internal_url(self, http_port: int) -> str:
+        return self.internal_url or f"http://{self.public_host}:{http_port}"
 
     @property
     def resolved_database_url(self) -> str:

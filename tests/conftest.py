@@ -188,3 +188,33 @@ def api_server(make_server: Callable[..., OnairServer], database_url: str | None
 
 def have(binary: str) -> bool:
     return shutil.which(binary) is not None
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A fresh PostgreSQL database (dropped at the end of the session)."""
+    return _pg_database()
+
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own: the first empty one of 1..15 (onair derives its key and channel prefix
+    from the number), emptied again afterwards."""
+    import redis
+
+    for db in range(1, 16):
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
+        # a marker key claims the database, so two test processes never pick the same one
+        if client.dbsize() == 0 and client.set("onair-test-claim", str(os.getpid()), nx=True, ex=3600):
+            break
+        client.close()
+    else:
+        pytest.fail("no empty Redis database among 1..15")
+    try:
+        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+    finally:
+        client.flushdb()
+        client.close()

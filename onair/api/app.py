@@ -74,7 +74,7 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
         ready = node.listeners_ready.is_set()
-        body = {"status": "ok" if ready else "starting", "version": __version__,
+        body = {"status": "ok" if ready else "starting", "version": __version__, "node": node.name,
                 "ports": {"http": node.ports.http, "rtmp": node.ports.rtmp, "rtmps": node.ports.rtmps,
                           "srt": node.ports.srt},
                 "live_streams": node.control.live_count(), "asyncio_tasks": len(asyncio.all_tasks())}

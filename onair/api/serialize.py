@@ -19,6 +19,11 @@ def overlay_out(o: Overlay) -> dict[str, Any]:
     }
 
 
+def _ingest_node(node: Node, owner: str | None) -> str:
+    """In a cluster the name of the node receiving the feed (CONTRACT.md); one node reports its region."""
+    return (owner or node.region) if node.settings.clustered else node.region
+
+
 def stream_out(node: Node, s: Stream, overlays: list[dict[str, Any]]) -> dict[str, Any]:
     rt = node.control.status(s.id)
     recording = node.control.recording_duration(s.id)
@@ -32,8 +37,8 @@ def stream_out(node: Node, s: Stream, overlays: list[dict[str, Any]]) -> dict[st
         "client_user_id": s.client_user_id, "client_entity_data": s.client_entity_data,
         "srt_passphrase": s.srt_passphrase,
         "live": s.live, "backup_live": s.backup_live,
-        "active_ingest_region_primary": node.region if s.live else None,
-        "active_ingest_region_backup": node.region if s.backup_live else None,
+        "active_ingest_region_primary": _ingest_node(node, s.ingest_node_primary) if s.live else None,
+        "active_ingest_region_backup": _ingest_node(node, s.ingest_node_backup) if s.backup_live else None,
         "stream_source_type": s.stream_source_type if (s.live or s.backup_live) else None,
         "created_at": iso(s.created_at),
         "started_at_primary": iso(s.started_at_primary), "started_at_backup": iso(s.started_at_backup),

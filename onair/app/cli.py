@@ -7,6 +7,9 @@ import asyncio
 import sys
 from typing import Any
 
+from pydantic import ValidationError
+
+from onair.app.edge import EdgeConfigError, EdgeSettings, parse_node, render_edge_config
 from onair.config import Settings
 
 
@@ -17,13 +20,36 @@ def build_parser() -> argparse.ArgumentParser:
     for name, info in Settings.model_fields.items():
         serve.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                            help=f"{info.description} (env ONAIR_{name.upper()}, default {info.default})")
+    edge = sub.add_parser("edge-config", help="print an nginx configuration for a caching edge in front of nodes")
+    edge.add_argument("--listen", required=True, help="HOST:PORT the edge listens on")
+    edge.add_argument("--node", action="append", required=True, help="a node's HTTP base URL (repeatable)")
+    edge.add_argument("--cache-dir", default="cache", help="cache directory (relative: under nginx's -p DIR)")
     return parser
+
+
+def _edge_config(args: argparse.Namespace) -> int:
+    try:
+        text = render_edge_config(EdgeSettings(listen=args.listen, nodes=tuple(parse_node(n) for n in args.node),
+                                               cache_dir=args.cache_dir))
+    except EdgeConfigError as exc:
+        print(f"onair edge-config: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "edge-config":
+        return _edge_config(args)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # a clear line per bad setting, not a traceback
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"])
+            print(f"onair: ONAIR_{name.upper()} / --{name.replace('_', '-')}: {err['msg']}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         from onair.app.server import serve
 

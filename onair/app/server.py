@@ -15,6 +15,7 @@ from onair.api.app import create_app
 from onair.app.wiring import bind_tcp, bootstrap_api_key, create_node, start_node, stop_node, tls_context
 from onair.config import Settings
 from onair.delivery.playback import Playback
+from onair.delivery.relay import OriginRelay
 from onair.delivery.routes import router as delivery_router
 from onair.delivery.vod import router as vod_router
 from onair.delivery.whep.routes import WhepService
@@ -79,13 +80,14 @@ def build_http_app(node: Node) -> FastAPI:
 
 async def serve(settings: Settings) -> None:
     logs.setup(settings.log_level)
-    node = await create_node(settings)
+    # bound first: the default node name carries the HTTP port (ONAIR_HTTP_PORT=0 picks one)
+    http_sock = bind_tcp(settings.bind, settings.http_port)
+    node = await create_node(settings, http_sock.getsockname()[1])
+    node.ports.http = http_sock.getsockname()[1]
     generated = await bootstrap_api_key(node)
     if generated:
         print(f"onair: generated the operator API key (stored in {settings.data_dir / 'api_key'}):\n"
               f"  Authorization: APIKey {generated}", flush=True)
-    http_sock = bind_tcp(settings.bind, settings.http_port)
-    node.ports.http = http_sock.getsockname()[1]
     listeners = Listeners(node)
     await listeners.start()
     u = node.urls
@@ -93,7 +95,11 @@ async def serve(settings: Settings) -> None:
                                                             node.ports.rtmps or 443, node.ports.srt)
     await start_node(node)
     app = build_http_app(node)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
+    relay = None
+    if node.cluster is not None:  # playback of streams another node receives comes from that node
+        relay = OriginRelay(app, urls=node.urls, is_local=lambda sid: node.hub.live(sid) is not None,
+                            locate=node.cluster.origin_url)
+    config = uvicorn.Config(relay or app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
                             timeout_graceful_shutdown=3,
                             **httpguard.uvicorn_options(max_connections=settings.http_max_connections,
                                                         header_timeout=settings.http_header_timeout,
@@ -104,12 +110,15 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     node.listeners_ready.set()
-    log.info("onair listening", extra={"ports": vars(node.ports), "data_dir": str(settings.data_dir),
+    log.info("onair listening", extra={"node": node.name, "ports": vars(node.ports),
+                                       "data_dir": str(settings.data_dir),
                                        "database": settings.resolved_database_url.split("://")[0]})
     try:
         await server.serve(sockets=[http_sock])
     finally:
         log.info("shutting down")
         await listeners.stop()
+        if relay is not None:
+            await relay.close()
         await stop_node(node)
         await node.engine.dispose()

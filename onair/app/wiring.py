@@ -11,6 +11,7 @@ import logging
 import secrets
 import socket
 import ssl
+from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 from sqlalchemy import delete, select
@@ -40,6 +41,9 @@ from onair.store.webhooks import Outbox
 from onair.timeutil import utcnow
 from onair.urls import UrlBuilder
 
+if TYPE_CHECKING:
+    from onair.cluster.link import Cluster
+
 VIEWERS = Gauge("onair_viewers", "Viewers watching now (LL-HLS, HLS, DASH) on this node")
 
 log = logging.getLogger("onair.app.wiring")
@@ -67,15 +71,18 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return ctx
 
 
-async def create_node(settings: Settings) -> Node:
+async def create_node(settings: Settings, http_port: int | None = None) -> Node:
+    """`http_port`: the bound HTTP port, the default node name's second half."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    name = settings.resolved_node_name(settings.http_port if http_port is None else http_port)
     engine = make_engine(settings.resolved_database_url)
     await migrate(engine)
     sessionmaker = make_sessionmaker(engine)
     outbox = Outbox()
     urls = UrlBuilder(settings.public_host, 0, 0, 0, 0, settings.client_id)
     library = VideoLibrary(settings.data_dir / "videos", urls)
-    hub = StreamHub(settings, StoreCatalog(sessionmaker))
+    cluster = _cluster(settings, name, http_port)
+    hub = StreamHub(settings, StoreCatalog(sessionmaker), leases=cluster.leases if cluster is not None else None)
     recordings = Recordings(settings.data_dir / "recordings", sessionmaker, library, settings.ffmpeg,
                             min_free_mb=settings.min_free_mb)
     recorder = RecordingOutput(hub, recordings, sessionmaker, data_dir=settings.data_dir,
@@ -83,7 +90,7 @@ async def create_node(settings: Settings) -> Node:
     outbound = Outbound(allow_private=settings.allow_private_targets)
     restreams = Restreams(hub, sessionmaker, settings.ffmpeg, outbound)
     dvr = DvrOutput(hub, min_free_mb=settings.min_free_mb / 4)  # recordings close first (at half)
-    live_state = LiveStateWriter(sessionmaker)
+    live_state = LiveStateWriter(sessionmaker, name, shared=cluster is not None)
     hub.events.subscribe(live_state)
     hub.events.subscribe(dvr)
     hub.events.subscribe(recorder)
@@ -95,7 +102,9 @@ async def create_node(settings: Settings) -> Node:
                 control=control, library=library, sampler=StatsSampler(hub, sessionmaker, settings.stats_period),
                 live_state=live_state,
                 webhooks=WebhookSender(sessionmaker, outbox.wake, allow_private=settings.allow_private_targets),
-                outbound=outbound)
+                outbound=outbound, name=name, region=name if cluster is not None else "local")
+    if cluster is not None:
+        _link(cluster, node)
     # webhook events are written by the writers of the state they report, in the same transaction
     webhook_events = WebhookEvents(node, outbox)
     live_state.add_hook(webhook_events.live_state)
@@ -107,8 +116,39 @@ async def create_node(settings: Settings) -> Node:
     return node
 
 
+def _cluster(settings: Settings, name: str, http_port: int | None) -> Cluster | None:
+    if settings.redis_url is None:
+        return None  # one node: redis is never imported
+    from onair.cluster.link import Cluster
+
+    port = settings.http_port if http_port is None else http_port
+    return Cluster(settings.redis_url, name, settings.resolved_internal_url(port))
+
+
+def _link(cluster: Cluster, node: Node) -> None:
+    from onair.cluster.link import ClusterHooks
+
+    async def load(stream_id: int) -> Stream | None:
+        async with node.sessionmaker() as db:
+            return await db.get(Stream, stream_id)
+
+    async def control(kind: str, item_id: int) -> None:
+        await node.control.apply_remote(kind, item_id, load)
+
+    async def clear(nodes: set[str]) -> list[int]:
+        return await node.live_state.clear(nodes)
+
+    cluster.leases.on_lost = node.hub.lease_lost
+    cluster.hooks = ClusterHooks(control=control, snapshot=node.control.snapshot, owners=node.live_state.owners,
+                                 clear=clear)
+    node.control.cluster = cluster
+    node.cluster = cluster
+
+
 async def start_node(node: Node) -> None:
     """Live work starts once the listeners are bound: the key directory, failover, PULLs, recovery."""
+    if node.cluster is not None:
+        await node.cluster.start()  # before the stale reset: this node's heartbeat says it is alive again
     # streams a previous run left live are finished; here, not at creation, so the stream.idle webhooks
     # carry the URLs with the bound ports (a push that came in meanwhile writes its own state)
     await node.live_state.reset_stale(keep={s.stream_id for s in node.hub.streams()})
@@ -132,6 +172,8 @@ async def stop_node(node: Node) -> None:
     await node.hub.shutdown()
     await node.control.recordings.shutdown()
     await node.webhooks.stop()  # last: the hub's final events (stream.idle) may still go out
+    if node.cluster is not None:
+        await node.cluster.stop()  # after the hub: its publishers released their leases
 
 
 async def bootstrap_api_key(node: Node) -> str | None:

@@ -25,10 +25,18 @@ from onair.package.live import LiveRendition, LiveStreamPackage
 router = APIRouter(tags=["playback"])
 
 HLS_TYPE = "application/vnd.apple.mpegurl"
-NO_CACHE = {"Cache-Control": "no-cache, no-store"}
-SHORT_CACHE = {"Cache-Control": "public, max-age=1"}
-MEDIA_CACHE = {"Cache-Control": "public, max-age=30"}
-PLAYBACK_REQUESTS = Counter("onair_playback_requests_total", "Playback requests", ["kind", "status"])
+# Lifetimes that keep a shared cache (the nginx edge of `onair edge-config`) correct:
+NO_CACHE = {"Cache-Control": "no-cache, no-store"}  # errors, in-progress segments: never stored
+SHORT_CACHE = {"Cache-Control": "public, max-age=1"}  # master playlists
+# live media playlists and MPDs change with every part: a shared cache keeps one for a second, players
+# revalidate (max-age=0); a blocking reload's answer contains the part it waited for and stays right
+LIVE_PLAYLIST_CACHE = {"Cache-Control": "public, max-age=0, s-maxage=1"}
+BLOCKING_RELOAD_CACHE = {"Cache-Control": "public, max-age=2"}
+# parts, segments, init sections never change under their name; 30 s outlives the live window they are asked
+# for in, yet not the session: a new session numbers its media from 0 again
+MEDIA_CACHE = {"Cache-Control": "public, max-age=30, immutable"}
+PLAYBACK_REQUESTS = Counter("onair_playback_requests_total", "Playback requests answered (every kind, every status)",
+                            ["kind", "status"])
 _NAME = re.compile(r"^[A-Za-z0-9]{1,16}$")
 _SEG = re.compile(r"^seg([0-9]{1,9})\.m4s$")
 _PART = re.compile(r"^part([0-9]{1,9})\.([0-9]{1,4})\.m4s$")
@@ -47,6 +55,11 @@ def _error(exc: PlaybackError, kind: str) -> Response:
     PLAYBACK_REQUESTS.labels(kind, str(exc.status)).inc()
     headers = {"X-Err-Code": exc.err_code, **NO_CACHE} if exc.err_code else dict(NO_CACHE)
     return PlainTextResponse(exc.text + "\n", status_code=exc.status, headers=headers)
+
+
+def _ok(kind: str, response: Response) -> Response:
+    PLAYBACK_REQUESTS.labels(kind, str(response.status_code)).inc()
+    return response
 
 
 def _node(request: Request) -> Playback:
@@ -122,8 +135,7 @@ async def cmaf_master(request: Request, pid: str) -> Response:
         pkg = await _package(request, pid)
     except PlaybackError as exc:
         return _error(exc, "hls_master")
-    PLAYBACK_REQUESTS.labels("hls_master", "200").inc()
-    return Response(pkg.render_master(), media_type=HLS_TYPE, headers=SHORT_CACHE)
+    return _ok("hls_master", Response(pkg.render_master(), media_type=HLS_TYPE, headers=SHORT_CACHE))
 
 
 @router.get("/cmaf/{pid}/index.mpd")
@@ -133,9 +145,8 @@ async def dash_manifest(request: Request, pid: str) -> Response:
         pkg = await _package(request, pid)
     except PlaybackError as exc:
         return _error(exc, "dash_mpd")
-    PLAYBACK_REQUESTS.labels("dash_mpd", "200").inc()
     mpd = pkg.render_mpd(include_in_progress=True, utc_timing_url=_node(request).urls.http_base + "/time")
-    return Response(mpd, media_type="application/dash+xml", headers=NO_CACHE)
+    return _ok("dash_mpd", Response(mpd, media_type="application/dash+xml", headers=LIVE_PLAYLIST_CACHE))
 
 
 def parse_hls_query(
@@ -165,33 +176,38 @@ async def cmaf_media(request: Request, pid: str, name: str) -> Response:
         rendition = _rendition(pkg, name)
         msn_s = q.get("_HLS_msn")
         blocking, skip = parse_hls_query(msn_s, q.get("_HLS_part"), q.get("_HLS_skip"))
+        headers = LIVE_PLAYLIST_CACHE
         if blocking is not None:
             msn, part = blocking
             if rendition.is_too_far_ahead(msn):
                 raise PlaybackError(400, "_HLS_msn is too far ahead of the live edge")
             target = rendition.packager.target_duration or 2
-            await rendition.wait_for_part(msn, part, timeout=3 * target)
+            # timed out: the answer lacks the awaited part, a cache must not hand it to the next asker
+            arrived = await rendition.wait_for_part(msn, part, timeout=3 * target)
+            headers = BLOCKING_RELOAD_CACHE if arrived else NO_CACHE
         body = pkg.render_media(name, skip=skip)
     except PlaybackError as exc:
         return _error(exc, "hls_media")
-    PLAYBACK_REQUESTS.labels("hls_media", "200").inc()
-    return Response(body, media_type=HLS_TYPE, headers=SHORT_CACHE if msn_s else NO_CACHE)
+    return _ok("hls_media", Response(body, media_type=HLS_TYPE, headers=headers))
 
 
 @router.get("/cmaf/{pid}/{name}/{file}")
 @router.get("/cmaf/{pid}/t/{token}/{name}/{file}", include_in_schema=False)
 async def cmaf_media_file(request: Request, pid: str, name: str, file: str) -> Response:
+    part, seg = _PART.match(file), _SEG.match(file)
+    kind = ("cmaf_init" if file == "init.mp4" or _INIT.match(file) else "cmaf_part" if part
+            else "cmaf_segment" if seg else "cmaf_media")
     try:
         rendition = _rendition(await _package(request, pid), name)
-        if file == "init.mp4" or _INIT.match(file):
-            return await _init_file(rendition, file)
-        if m := _PART.match(file):
-            return await _part_file(rendition, int(m[1]), int(m[2]))
-        if m := _SEG.match(file):
-            return await _segment_file(request, pid, rendition, int(m[1]))
+        if kind == "cmaf_init":
+            return _ok(kind, await _init_file(rendition, file))
+        if part:
+            return _ok(kind, await _part_file(rendition, int(part[1]), int(part[2])))
+        if seg:
+            return _ok(kind, await _segment_file(request, pid, rendition, int(seg[1])))
         raise PlaybackError(404, "no such file")
     except PlaybackError as exc:
-        return _error(exc, "cmaf_media")
+        return _error(exc, kind)
 
 
 async def _init_file(rendition: LiveRendition, file: str) -> Response:
@@ -275,7 +291,7 @@ async def ts_master(request: Request, pid: str) -> Response:
     except PlaybackError as exc:
         return _error(exc, "ts_master")
     query = "get_duration_sec=true" if request.query_params.get("get_duration_sec") == "true" else ""
-    return Response(_ts_master(output, query), media_type=HLS_TYPE, headers=SHORT_CACHE)
+    return _ok("ts_master", Response(_ts_master(output, query), media_type=HLS_TYPE, headers=SHORT_CACHE))
 
 
 @router.get("/mpegts/{pid}/{name}/index.m3u8")
@@ -300,7 +316,7 @@ async def ts_media(request: Request, pid: str, name: str) -> Response:
         return _error(exc, "ts_media")
     body = rewrite_ts_playlist(text, with_duration=request.query_params.get("get_duration_sec") == "true",
                                ended=output.ended, endlist=output.endlist)
-    return Response(body, media_type=HLS_TYPE, headers=NO_CACHE)
+    return _ok("ts_media", Response(body, media_type=HLS_TYPE, headers=LIVE_PLAYLIST_CACHE))
 
 
 @router.get("/mpegts/{pid}/{name}/{file}")
@@ -315,7 +331,7 @@ async def ts_segment(request: Request, pid: str, name: str, file: str) -> Respon
             raise PlaybackError(404, "no such segment")
     except PlaybackError as exc:
         return _error(exc, "ts_segment")
-    return FileResponse(path, media_type="video/mp2t", headers=MEDIA_CACHE)
+    return _ok("ts_segment", FileResponse(path, media_type="video/mp2t", headers=MEDIA_CACHE))
 
 
 @router.get("/videoplatform/streams/{cid}/{sid}/screenshots/last.jpg")
@@ -330,4 +346,4 @@ async def screenshot(request: Request, cid: str, sid: str) -> Response:
         data = path.read_bytes()  # read whole: ffmpeg replaces it atomically every 10 s
     except PlaybackError as exc:
         return _error(exc, "screenshot")
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=5"})
+    return _ok("screenshot", Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=5"}))

@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from onair.package.packager import Segment, TrackPackager
 
 __all__ = [
+    "FeedLeases",
     "IngestGateway",
     "IngestRefused",
     "IngestSession",
     "PublishConfig",
     "SegmentArchive",
     "SegmentListener",
+    "SingleNodeLeases",
     "StreamCatalog",
 ]
 
@@ -84,3 +86,27 @@ class SegmentArchive(Protocol):
         """The MPEG-TS playlist without what a DVR cleanup removed."""
         ...
 
+
+
+class FeedLeases(Protocol):
+    """Who receives a stream's feed (primary or backup) across nodes: the one-connection-per-key rule in a cluster.
+
+    The hub claims a lease before it accepts a publisher and releases it when the publisher ends. A lease the
+    holder loses (it could not renew it in time) is reported to the hub, which ends that publisher.
+    """
+
+    async def claim(self, stream_id: int, backup: bool) -> bool:
+        """True when this node now holds the feed; False when another node does. Raises when it cannot tell."""
+        ...
+
+    async def release(self, stream_id: int, backup: bool) -> None: ...
+
+
+class SingleNodeLeases:
+    """One node: the hub's own in-use check is the whole rule, there is nobody else to ask."""
+
+    async def claim(self, stream_id: int, backup: bool) -> bool:
+        return True
+
+    async def release(self, stream_id: int, backup: bool) -> None:
+        return None

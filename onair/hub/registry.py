@@ -19,11 +19,11 @@ from typing import Any, NoReturn
 from prometheus_client import Counter, Gauge
 
 from onair.config import Settings
-from onair.hub.access import UNKNOWN, IngestDirectory, StreamAccess, access_refusal
+from onair.hub.access import IN_USE, UNKNOWN, IngestDirectory, StreamAccess, access_refusal
 from onair.hub.events import EventBus, FeedSwitched, PublisherEnded, PublisherLive, SessionEnded, SessionStarted
 from onair.hub.keys import parse_stream_key
 from onair.hub.live_stream import LiveStream
-from onair.hub.ports import IngestRefused, PublishConfig, StreamCatalog
+from onair.hub.ports import FeedLeases, IngestRefused, PublishConfig, SingleNodeLeases, StreamCatalog
 from onair.hub.publisher import Publisher
 from onair.transcode.transcoder import Transcoder
 
@@ -44,8 +44,11 @@ def _input_format(protocol: str) -> str:
 
 class StreamHub:
     def __init__(self, settings: Settings, catalog: StreamCatalog, *,
-                 make_transcoder: Callable[..., Transcoder] = Transcoder) -> None:
+                 make_transcoder: Callable[..., Transcoder] = Transcoder,
+                 leases: FeedLeases | None = None) -> None:
         self.settings = settings
+        self.leases: FeedLeases = leases or SingleNodeLeases()  # the cluster's registry, when there is one
+        self._holders: dict[tuple[int, bool], Publisher] = {}  # the publisher each lease of this node is for
         self.make_transcoder = make_transcoder
         self.catalog = catalog
         self.events = EventBus()
@@ -96,21 +99,38 @@ class StreamHub:
                 self._refuse(protocol, refusal.reason, refusal.code)
             publisher = Publisher(self, key, protocol, _input_format(protocol), started=time.monotonic(),
                                   pulled=pull)
-            if running is not None and running.reconnecting:
-                # back within the reconnect window (any protocol): the same session goes on
-                await running.resume(publisher)
-                publisher.resumed = True
-                self._accepted(protocol, key.redacted(), remote, standby=False)
+            await self._claim(publisher, protocol, remote)
+            try:
+                stream = await self._join(running, config, publisher, protocol, remote)
+            except BaseException:
+                await self._release(publisher)
+                raise
+            if stream is None:
                 return publisher
-            if running is not None and running.is_live:
-                # the stream's other ingest (primary or backup) is live: join as the standby feed (R17)
-                running.feeds.attach(publisher, feeding=False)
-                self._accepted(protocol, key.redacted(), remote, standby=True)
-                return publisher
-            stream = await self._new_session(config, publisher)
-        await stream.start()
+        try:
+            await stream.start()
+        except BaseException:
+            await self._release(publisher)
+            raise
         self._accepted(protocol, key.redacted(), remote, standby=False)
         return publisher
+
+    async def _join(self, running: LiveStream | None, config: PublishConfig, publisher: Publisher, protocol: str,
+                    remote: str) -> LiveStream | None:
+        """Attach an accepted publisher; returns the new session to start, None when it joined a running one."""
+        redacted = publisher.key.redacted()
+        if running is not None and running.reconnecting:
+            # back within the reconnect window (any protocol): the same session goes on
+            await running.resume(publisher)
+            publisher.resumed = True
+            self._accepted(protocol, redacted, remote, standby=False)
+            return None
+        if running is not None and running.is_live:
+            # the stream's other ingest (primary or backup) is live: join as the standby feed (R17)
+            running.feeds.attach(publisher, feeding=False)
+            self._accepted(protocol, redacted, remote, standby=True)
+            return None
+        return await self._new_session(config, publisher)
 
     async def _new_session(self, config: PublishConfig, publisher: Publisher) -> LiveStream:
         previous = self._streams.pop(config.stream_id, None)
@@ -126,6 +146,39 @@ class StreamHub:
         self._streams[config.stream_id] = stream
         await self.events.emit(SessionStarted(stream))
         return stream
+
+    async def _claim(self, publisher: Publisher, protocol: str, remote: str) -> None:
+        """Take the feed's cluster lease for `publisher`: another node receiving the same key refuses it here."""
+        key = publisher.key
+        try:
+            claimed = await self.leases.claim(key.stream_id, key.backup)
+        except Exception as exc:  # the registry is unreachable: refusing is safe, a double origin is not
+            log.warning("publish refused: cluster registry unavailable",
+                        extra={"stream": key.redacted(), "protocol": protocol, "error": type(exc).__name__})
+            self._refuse(protocol, "cluster registry unavailable, try again", IN_USE.code)
+        if not claimed:
+            log.info("publish refused", extra={"stream": key.redacted(), "protocol": protocol, "remote": remote,
+                                               "reason": "feed received by another node"})
+            self._refuse(protocol, IN_USE.reason, IN_USE.code)
+        self._holders[(key.stream_id, key.backup)] = publisher
+
+    async def _release(self, publisher: Publisher) -> None:
+        slot = (publisher.stream_id, publisher.key.backup)
+        if self._holders.get(slot) is not publisher:
+            return
+        del self._holders[slot]
+        try:
+            await self.leases.release(*slot)
+        except Exception as exc:  # it expires by itself within its TTL
+            log.warning("feed lease not released", extra={"stream_id": slot[0], "error": type(exc).__name__})
+
+    def lease_lost(self, stream_id: int, backup: bool) -> None:
+        """The cluster registry could not renew this node's lease: another node may take the feed, end ours."""
+        publisher = self._holders.pop((stream_id, backup), None)
+        if publisher is not None and not publisher.ended:
+            log.warning("feed lease lost: ending the publisher", extra={"stream": publisher.key.redacted()})
+            publisher.closed.set()
+            self._spawn(publisher.close("feed lease lost"))
 
     def _refuse(self, protocol: str, reason: str, code: int | None = None) -> NoReturn:
         INGEST_SESSIONS.labels(protocol, "refused").inc()
@@ -150,6 +203,7 @@ class StreamHub:
         await stream.write(publisher, data)
 
     async def publisher_closed(self, publisher: Publisher, reason: str) -> None:
+        await self._release(publisher)
         async with self._lock:
             stream = self._streams.get(publisher.stream_id)
             if stream is None or publisher not in stream.publishers:

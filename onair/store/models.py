@@ -65,6 +65,9 @@ class Stream(Base):
     started_at_primary: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at_primary: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     started_at_backup: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # ONAIR_NODE_NAME of the node receiving each feed: in a cluster a node clears only the rows it owns
+    ingest_node_primary: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ingest_node_backup: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Overlay(Base):

@@ -1,0 +1,148 @@
+"""Issue 12: nodes sharing PostgreSQL and Redis: one feed per key across nodes, live state and control
+events seen from every node, node loss (SIGKILL) handled by the leases and the survivors."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import OnairServer, wait_until
+from tests.ingest_media import create_stream, get_stream, patch_stream
+from tests.media import parse_master, push_rtmp, stop
+from tests.rtmp_client import Publisher
+
+pytestmark = pytest.mark.media
+
+ACCEPTED = "NetStream.Publish.Start"
+
+
+def _node(make_server: Callable[..., OnairServer], name: str, pg_url: str, redis_url: str) -> OnairServer:
+    return make_server(name, database_url=pg_url, redis_url=redis_url, node_name=f"node-{name}",
+                       allow_private_targets="true")
+
+
+def _push_url(srv: OnairServer, stream: dict[str, Any]) -> str:
+    """The stream's push URL on this node (the URLs of a stream object point at the node that returned it)."""
+    return f"rtmp://127.0.0.1:{srv.ports['rtmp']}/in/{stream['id']}?{stream['token']}"
+
+
+def _raw_publish(srv: OnairServer, stream: dict[str, Any]) -> tuple[str, Publisher]:
+    pub = Publisher("127.0.0.1", srv.ports["rtmp"], timeout=5)
+    return pub.publish("in", f"{stream['id']}?{stream['token']}"), pub
+
+
+def _live_on(srv: OnairServer, sid: int, node: str) -> dict[str, Any] | None:
+    s = get_stream(srv, sid)
+    return s if s["live"] and s["active_ingest_region_primary"] == node else None
+
+
+def test_healthz_names_the_node(make_server, pg_url: str, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    a = _node(make_server, "a", pg_url, redis_url).start()
+    plain = make_server("plain").start()
+    assert a.client().get("/healthz").json()["node"] == "node-a"
+    # unset: host name + the HTTP port
+    assert plain.client().get("/healthz").json()["node"].endswith(f":{plain.http_port}")
+
+
+def test_push_seen_and_controlled_from_another_node(make_server, pg_url: str,  # type: ignore[no-untyped-def]
+                                                    redis_url: str) -> None:
+    a = _node(make_server, "a", pg_url, redis_url).start()
+    b = _node(make_server, "b", pg_url, redis_url).start()
+    stream = create_stream(b)
+    sid = stream["id"]
+    encoder = push_rtmp(_push_url(a, stream), size="320x240", rate=15)
+    try:
+        wait_until(lambda: get_stream(a, sid)["live"], 20, what="live on A")
+        went_live = time.monotonic()
+        s = wait_until(lambda: _live_on(b, sid, "node-a"), 2, interval=0.05, what="live through B's API")
+        print(f"\nlive through B {time.monotonic() - went_live:.2f}s after A")
+        assert s["active_ingest_region_backup"] is None
+        # the figures of the node receiving the stream reach B's API too
+        s = wait_until(lambda: (x := get_stream(b, sid))["video_width"] and x["transcoding_speed"] and x, 15,
+                       what="A's figures on B")
+        assert (s["video_width"], s["video_height"]) == (320, 240) and s["transcoded_qualities"]
+
+        # playback through B: B fetches from A (one kept-alive pool, identical requests collapsed)
+        with httpx.Client(timeout=30) as http:
+            on_b = stream["hls_cmaf_url"]  # B returned the stream: its URLs point at B
+            assert on_b.startswith(b.base_url)
+            master = wait_until(lambda: (r := http.get(on_b)).status_code == 200 and r, 15, what="master via B")
+            media = parse_master(master.text, on_b)[0]["uri"]
+            playlist = wait_until(lambda: (r := http.get(media)).status_code == 200 and "part" in r.text and r, 15,
+                                  what="media playlist via B")
+            part = re.findall(r'URI="(part\d+\.\d+\.m4s)"', playlist.text)[0]
+            got = http.get(media.rsplit("/", 1)[0] + "/" + part)
+            assert got.status_code == 200 and got.content and "immutable" in got.headers["cache-control"]
+            assert http.get(b.base_url + "/cmaf/1_999999/master.m3u8").status_code == 404
+
+        # one connection per key across nodes: B refuses the same key as A would, A's push goes on
+        code, pub = _raw_publish(b, stream)
+        pub.close()
+        assert code != ACCEPTED, code
+        assert encoder.poll() is None and _live_on(b, sid, "node-a")
+
+        # switched off through B: A's publisher is cut within 3 s
+        patch_stream(b, sid, active=False)
+        off = time.monotonic()
+        encoder.wait(3)
+        print(f"active=false through B cut A's publisher after {time.monotonic() - off:.2f}s")
+        wait_until(lambda: not get_stream(b, sid)["live"], 5, what="not live after switch-off")
+    finally:
+        stop(encoder)
+
+
+def test_node_loss_and_restart(make_server, pg_url: str, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    a = _node(make_server, "a", pg_url, redis_url).start()
+    s1, s2 = create_stream(a), create_stream(a)
+    encoders: list[subprocess.Popen[bytes]] = [push_rtmp(_push_url(a, s), size="320x240", rate=15)
+                                               for s in (s1, s2)]
+    pubs: list[Publisher] = []
+    try:
+        for s in (s1, s2):
+            wait_until(lambda s=s: _live_on(a, s["id"], "node-a"), 20, what="live on A")
+        # a node starting clears only its own rows: A's streams stay live
+        b = _node(make_server, "b", pg_url, redis_url).start()
+        assert _live_on(b, s1["id"], "node-a") and _live_on(b, s2["id"], "node-a")
+
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(5)
+        killed = time.monotonic()
+        for enc in encoders:
+            enc.wait(10)  # their connection died with the node
+
+        def accepted_on_b() -> bool:
+            code, pub = _raw_publish(b, s1)
+            pubs.append(pub)
+            return code == ACCEPTED
+
+        # A's lease runs out (about 3 s): the encoder's reconnect to B is accepted
+        wait_until(accepted_on_b, 5, interval=0.2, what="the re-push accepted by B")
+        accepted = time.monotonic() - killed
+        for pub in pubs:
+            pub.close()
+        encoders.append(push_rtmp(_push_url(b, s1), size="320x240", rate=15))
+        # B marks A's other stream not live (A's heartbeat expired) unless its feed returns
+        wait_until(lambda: not get_stream(b, s2["id"])["live"], 10 - (time.monotonic() - killed), interval=0.2,
+                   what="A's other stream not live")
+        cleared = time.monotonic() - killed
+        print(f"\nafter SIGKILL of A: re-push accepted by B in {accepted:.2f}s, A's other stream "
+              f"not live in {cleared:.2f}s")
+        wait_until(lambda: _live_on(b, s1["id"], "node-b"), 20, what="the re-pushed stream live on B")
+
+        # A comes back under its name: it clears its own leftovers, never B's stream
+        a.start()
+        assert _live_on(a, s1["id"], "node-b")
+        assert not get_stream(a, s2["id"])["live"]
+    finally:
+        for pub in pubs:
+            pub.close()
+        for enc in encoders:
+            stop(enc)
