@@ -58,7 +58,8 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
                   description="Self-hosted live streaming: the /streaming API (gcore SDK compatible).")
     app.state.node = node
     app.state.auth_limiter = FailureLimiter()
-    app.state.snapshots = Snapshots[Any](WriteGeneration(node.engine))
+    # in a cluster other nodes write the same rows, unseen by this engine: every read goes to the database
+    app.state.snapshots = Snapshots[Any](WriteGeneration(node.engine), enabled=node.settings.redis_url is None)
     errors.install(app)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
                        expose_headers=["Location", "Link", "X-Total-Count", "ETag"])
