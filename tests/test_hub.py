@@ -263,3 +263,29 @@ async def test_switching_a_reconnecting_stream_off_ends_it_at_once(hub: Any) -> 
     h.kick(1, "stream switched off")
     await _until(lambda: stream.ended, seconds=3.0)
     assert not h.live(1)
+
+
+def test_a_frame_reader_attached_late_starts_from_the_newest_keyframe() -> None:
+    from onair.hub.keys import parse_stream_key
+    from onair.hub.publisher import Publisher
+
+    class Frames:
+        def __init__(self) -> None:
+            self.got: list[tuple[str, int, bool]] = []
+
+        def on_frame(self, kind: str, data: bytes, timestamp: int, *, keyframe: bool) -> None:
+            self.got.append((kind, timestamp, keyframe))
+
+    key = parse_stream_key("1?" + "a" * 32)
+    assert key is not None
+    publisher = Publisher(None, key, "whip", "mpegts", started=0.0)  # type: ignore[arg-type]
+    publisher.frame("video", b"p", 0, keyframe=False)  # before any keyframe: nothing to start from
+    publisher.frame("video", b"i", 1, keyframe=True)
+    publisher.frame("audio", b"a", 2, keyframe=False)
+    publisher.frame("video", b"i", 3, keyframe=True)  # a new GOP replaces the old one
+    publisher.frame("video", b"p", 4, keyframe=False)
+    late = Frames()
+    publisher.add_frame_reader(late)
+    assert late.got == [("video", 3, True), ("video", 4, False)]
+    publisher.frame("audio", b"a", 5, keyframe=False)
+    assert late.got[-1] == ("audio", 5, False)

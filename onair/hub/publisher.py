@@ -14,6 +14,9 @@ __all__ = ["FrameReader", "Publisher", "PublisherSink"]
 INGEST_BYTES = Counter("onair_ingest_bytes_total", "Source bytes received", ["protocol"])
 
 
+GOP_REPLAY_BYTES = 8 << 20
+
+
 class PublisherSink(Protocol):
     """Where a publisher's bytes and its end go (the hub)."""
 
@@ -46,6 +49,10 @@ class Publisher:
         self.resumed = False  # continues a session within its reconnect window
         self.ended = False
         self.frame_readers: list[FrameReader] = []  # e.g. WHEP passing a WebRTC source through
+        # the frames since the newest video keyframe: a reader that attaches later starts from it (a WebRTC
+        # encoder sends keyframes only when asked, so the next one may be many seconds away)
+        self._gop: list[tuple[str, bytes, int, bool]] = []
+        self._gop_bytes = 0
 
     @property
     def stream_id(self) -> int:
@@ -60,9 +67,30 @@ class Publisher:
 
     def frame(self, kind: str, data: bytes, timestamp: int, *, keyframe: bool) -> None:
         """An encoded frame besides the byte stream (only adapters that have frames apart call this)."""
-        if not self.ended:
-            for reader in list(self.frame_readers):
-                reader.on_frame(kind, data, timestamp, keyframe=keyframe)
+        if self.ended:
+            return
+        self._keep(kind, data, timestamp, keyframe)
+        for reader in list(self.frame_readers):
+            reader.on_frame(kind, data, timestamp, keyframe=keyframe)
+
+    def _keep(self, kind: str, data: bytes, timestamp: int, keyframe: bool) -> None:
+        if kind == "video" and keyframe:
+            self._gop.clear()
+            self._gop_bytes = 0
+        elif not self._gop:
+            return  # nothing is kept before the first keyframe
+        if self._gop_bytes + len(data) > GOP_REPLAY_BYTES:
+            self._gop.clear()  # a GOP this long is not worth replaying: readers wait for the next keyframe
+            self._gop_bytes = 0
+            return
+        self._gop.append((kind, data, timestamp, keyframe))
+        self._gop_bytes += len(data)
+
+    def add_frame_reader(self, reader: FrameReader) -> None:
+        """Attach a reader; it gets the frames since the newest keyframe at once, then each new frame."""
+        self.frame_readers.append(reader)
+        for kind, data, timestamp, keyframe in self._gop:
+            reader.on_frame(kind, data, timestamp, keyframe=keyframe)
 
     async def close(self, reason: str) -> None:
         if self.ended:

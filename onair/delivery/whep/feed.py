@@ -141,12 +141,12 @@ class WhepFeed:
         if self.source is not None and self in self.source.frame_readers:
             self.source.frame_readers.remove(self)
         self.source = publisher
-        if publisher is not None:
-            publisher.frame_readers.append(self)
         self._pending.clear()
         self._gop = GopCache()
         for viewer in self.viewers:
             viewer.started = False
+        if publisher is not None:
+            publisher.add_frame_reader(self)  # after the reset: it replays the source's current GOP at once
 
     async def on_source(self, publisher: Publisher, data: bytes, *, feeding: bool) -> None:
         """SourceReader: an RTMP source's bytes; passed through while it feeds and WebRTC can carry it."""
