@@ -138,7 +138,7 @@ class LiveStream:
             if feeding:
                 await self.transcoder.write(data)
             else:
-                self.feeds.follow_standby(pub, data)
+                self.feeds.follow_standby(pub, data, time.time())
         for reader in list(self.source_readers):
             await reader.on_source(pub, data, feeding=feeding)
 
@@ -151,9 +151,9 @@ class LiveStream:
             old = self.transcoder
             new = self._replace_transcoder(pub.input_format)
             await new.start()
-            head = self.feeds.make_feeding(pub)
+            head, captured = self.feeds.make_feeding(pub)
             if head:
-                await new.write(head)
+                await new.write(head, captured=captured)
         log.info("feed switched", extra={"stream_id": self.stream_id, "to": pub.key.redacted(),
                                          "protocol": pub.protocol, "reason": reason})
         self._retire(old)
@@ -226,11 +226,12 @@ class LiveStream:
             return  # a retired transcoder flushing its last bytes
         if self.package is None:
             self.package = self._new_package()
+            self.package.set_origin(self.transcoder.clock_origin)
             self.package_ready.set()
         try:
             if track in self._restart_pending:
                 self._restart_pending.discard(track)
-                self.package.rendition(track).packager.restart()
+                self.package.rendition(track).packager.restart(origin=self.transcoder.clock_origin)
             self.package.feed(track, data)
         except (KeyError, ValueError) as exc:
             log.warning("dropping transcoder output", extra={"stream_id": self.stream_id, "track": track,

@@ -190,7 +190,6 @@ class LiveStreamPackage:
 
         self.video: dict[str, LiveRendition] = {n: make(n) for n in video_names}
         self.audio: LiveRendition | None = make(audio_name) if audio_name is not None else None
-        self._availability_start: datetime | None = None
 
     # -- access -------------------------------------------------------------------
 
@@ -216,15 +215,17 @@ class LiveStreamPackage:
 
     @property
     def availability_start(self) -> datetime | None:
-        """Wall clock of decode time 0, fixed once known (DASH availabilityStartTime)."""
-        if self._availability_start is None:
-            anchors = [r.packager.wallclock_anchor for r in self.renditions()]
-            known = [a for a in anchors if a is not None]
-            if known:
-                self._availability_start = min(known)
-        return self._availability_start
+        """Wall clock of decode time 0 (DASH availabilityStartTime): the capture clock of the first
+        media; it only ever moves back, when a source was found ahead of real time."""
+        known = [a for a in (r.packager.wallclock_anchor for r in self.renditions()) if a is not None]
+        return min(known) if known else None
 
     # -- input --------------------------------------------------------------------
+
+    def set_origin(self, origin: datetime | None) -> None:
+        """Capture clock of the first byte streams (see TrackPackager.set_origin)."""
+        for r in self.renditions():
+            r.packager.set_origin(origin)
 
     def feed(self, track_name: str, data: bytes | bytearray | memoryview) -> int:
         return self.rendition(track_name).feed(data)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from onair.formats.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init, shift_tfdt
+from onair.package.capture_clock import CaptureClock
+from onair.package.segment import Part, Segment
 
 __all__ = [
     "Part",
@@ -31,68 +32,6 @@ _BANDWIDTH_SEGMENTS = 6
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class Part:
-    data: bytes  # moof + mdat
-    duration: float  # seconds
-    independent: bool
-    decode_time: int  # track timescale units
-    duration_ticks: int
-    sample_count: int
-
-
-@dataclass(slots=True, eq=False)
-class Segment:
-    msn: int
-    start_ticks: int
-    timescale: int
-    program_date_time: datetime
-    parts: list[Part] = field(default_factory=list)
-    complete: bool = False
-    discontinuity: bool = False  # first segment of a new encoder byte stream (EXT-X-DISCONTINUITY)
-    init_version: int = 0  # which init segment (TrackPackager.inits) its parts need
-    # Bytes dropped from memory (older than the in-memory window); a DVR store serves them from disk.
-    evicted: bool = False
-    _data: bytes | None = field(default=None, init=False, repr=False)
-
-    @property
-    def start(self) -> float:
-        return self.start_ticks / self.timescale
-
-    @property
-    def duration_ticks(self) -> int:
-        return sum(p.duration_ticks for p in self.parts)
-
-    @property
-    def duration(self) -> float:
-        return self.duration_ticks / self.timescale
-
-    @property
-    def size(self) -> int:
-        return sum(len(p.data) for p in self.parts)
-
-    @property
-    def independent(self) -> bool:
-        return bool(self.parts) and self.parts[0].independent
-
-    @property
-    def data(self) -> bytes:
-        """Concatenated part bytes; joined once and cached when the segment is complete."""
-        if self._data is not None:
-            return self._data
-        joined = b"".join(p.data for p in self.parts)
-        if self.complete:
-            self._data = joined
-        return joined
-
-    def drop_bytes(self) -> None:
-        """Evict: drop the media bytes, keep the timing metadata that playlists list."""
-        self.evicted = True
-        self._data = None
-        self.parts = [Part(b"", p.duration, p.independent, p.decode_time, p.duration_ticks, p.sample_count)
-                      for p in self.parts]
 
 
 SegmentCallback = Callable[["TrackPackager", Segment], None]
@@ -151,7 +90,7 @@ class TrackPackager:
         self._max_segment = 0.0
         self._samples = 0
         self._sample_ticks = 0
-        self.wallclock_anchor: datetime | None = None  # wall clock at decode time 0
+        self.clock = CaptureClock()  # program date-times and the DASH anchor
         self.ended = False
         # Continuity across encoder restarts/switches (see restart() and rebase_offset()).
         self.inits: dict[int, bytes] = {}
@@ -177,6 +116,11 @@ class TrackPackager:
     @property
     def is_video(self) -> bool:
         return self._track is not None and self._track.is_video
+
+    @property
+    def wallclock_anchor(self) -> datetime | None:
+        """Wall clock of (shifted) decode time 0: the DASH timeline's anchor (availabilityStartTime)."""
+        return self.clock.anchor
 
     @property
     def max_part_duration(self) -> float:
@@ -284,13 +228,19 @@ class TrackPackager:
     def init_uri(version: int) -> str:
         return "init.mp4" if version == 0 else f"init-{version}.mp4"
 
-    def restart(self) -> None:
+    def set_origin(self, origin: datetime | None) -> None:
+        """Capture clock of the byte stream that has not delivered a fragment yet (the first one, or
+        the one after restart()): `origin` is when the media at its decode time 0 reached the node."""
+        self.clock.expect(origin)
+
+    def restart(self, origin: datetime | None = None) -> None:
         """The producer starts a new fMP4 byte stream (ffmpeg restarted or switched to another input).
 
         Drops any half-received box of the old stream; the new ftyp/moov and fragments that follow
         continue this track: msn keeps counting, decode times are shifted to continue, and the next
-        segment is marked as a discontinuity.
+        segment is marked as a discontinuity. `origin`: see set_origin().
         """
+        self.clock.expect(origin)
         self._reader = BoxReader()
         self._moof = self._frag = None
         if self._track is not None:
@@ -400,13 +350,13 @@ class TrackPackager:
         if cur is None and track.is_video and not frag.first_sample_sync:
             return 0  # a segment must start on a sync sample; wait for the first keyframe
         now = self._clock()
-        if self.wallclock_anchor is None:
-            self.wallclock_anchor = now - timedelta(seconds=start / ts)
+        if self.clock.origin is None:
+            self.clock.begin(now, start, ts)
         if cur is not None and self._should_cut(cur, start, frag.duration, sync=frag.first_sample_sync):
             self._complete(cur)
             cur = None
         if cur is None:
-            cur = self._open_segment(start, self.wallclock_anchor)
+            cur = self._open_segment(start)
         part = Part(
             data=data,
             duration=frag.duration / ts,
@@ -417,6 +367,7 @@ class TrackPackager:
         )
         cur.parts.append(part)
         self._next_decode = start + frag.duration
+        cur.program_date_time -= self.clock.pull_back(now, self._next_decode, ts)  # in progress: may move
         self._max_part = max(self._max_part, part.duration)
         self._samples += frag.sample_count
         self._sample_ticks += frag.duration
@@ -428,10 +379,10 @@ class TrackPackager:
         track = self.track
         if track.is_video and not frag.first_sample_sync:
             return False  # the new stream's first segment must start on a sync sample too
-        wall = None
-        if self.wallclock_anchor is not None:
-            wall = round((self._clock() - self.wallclock_anchor).total_seconds() * track.timescale)
-        self._offset = rebase_offset(start, self._next_decode, wall)
+        self.clock.begin(self._clock(), start, track.timescale)
+        # the new stream's first fragment goes where its capture time falls on the timeline
+        self._offset = rebase_offset(start, self._next_decode, self.clock.timeline_ticks(start, track.timescale))
+        self.clock.shifted(self._offset)
         self._rebase = False
         self._discontinuity_next = True
         if self.current is not None and self.current.parts:
@@ -439,11 +390,11 @@ class TrackPackager:
         self.current = None
         return True
 
-    def _open_segment(self, start: int, wallclock_anchor: datetime) -> Segment:
-        # PDT from the wall-clock anchor + decode time: consecutive segments stay exactly one
-        # EXTINF apart even when ffmpeg delivers its first GOPs in a burst
+    def _open_segment(self, start: int) -> Segment:
+        # PDT from the capture clock + decode time: consecutive segments stay exactly one EXTINF
+        # apart even when ffmpeg delivers its first GOPs in a burst
         ts = self.track.timescale
-        pdt = wallclock_anchor + timedelta(seconds=start / ts)
+        pdt = self.clock.pdt(start, ts)
         seg = Segment(msn=self._next_msn, start_ticks=start, timescale=ts, program_date_time=pdt,
                       discontinuity=self._discontinuity_next, init_version=self.init_version)
         self._discontinuity_next = False
