@@ -56,7 +56,8 @@ class LiveStatus:
 
 class LiveStream:
     def __init__(self, config: PublishConfig, work_dir: Path, settings: Settings, input_format: str, *,
-                 make_transcoder: Callable[..., Transcoder] = Transcoder) -> None:
+                 make_transcoder: Callable[..., Transcoder] = Transcoder,
+                 on_playable: Callable[[LiveStream], None] | None = None) -> None:
         self.stream_id = config.stream_id
         self.make_transcoder = make_transcoder  # unit tests pass a fake that runs no ffmpeg
         self.config = config
@@ -67,6 +68,9 @@ class LiveStream:
         self.ended = False
         self.endlist = config.endlist
         self.package_ready = asyncio.Event()
+        # the first segment of every rendition is complete: players can start (once per session)
+        self.playable = False
+        self._on_playable = on_playable
         self.window_segments = (dvr_window_segments(config.dvr_seconds) if config.dvr_seconds
                                 else settings.live_window_segments)
         self.segment_listeners: list[SegmentListener] = []
@@ -236,6 +240,10 @@ class LiveStream:
         except (KeyError, ValueError) as exc:
             log.warning("dropping transcoder output", extra={"stream_id": self.stream_id, "track": track,
                                                                "error": str(exc)})
+        if not self.playable and self.package.ready:
+            self.playable = True
+            if self._on_playable is not None:
+                self._on_playable(self)
 
     def _on_restart(self, generation: int) -> None:
         # a restarted ffmpeg begins new fMP4 streams (new init, timestamps from 0): the packager keeps

@@ -190,6 +190,9 @@ class LiveStreamPackage:
 
         self.video: dict[str, LiveRendition] = {n: make(n) for n in video_names}
         self.audio: LiveRendition | None = make(audio_name) if audio_name is not None else None
+        if self.audio is not None and self.video:
+            # audio is cut where the (first) video's segments begin: every rendition has the same numbers
+            self.audio.packager.leader = next(iter(self.video.values())).packager
 
     # -- access -------------------------------------------------------------------
 
@@ -210,8 +213,9 @@ class LiveStreamPackage:
 
     @property
     def ready(self) -> bool:
-        """Every rendition has its init segment and at least one part (manifests are meaningful)."""
-        return all(r.packager.has_init and r.packager.last_msn is not None for r in self.renditions())
+        """Every rendition has its init segment and a complete segment: a player can start (a playlist
+        of nothing but parts and a preload hint is not enough for every player)."""
+        return all(r.packager.has_init and r.packager.segments for r in self.renditions())
 
     @property
     def availability_start(self) -> datetime | None:
@@ -231,6 +235,12 @@ class LiveStreamPackage:
         return self.rendition(track_name).feed(data)
 
     def end(self) -> None:
+        # every rendition ends on the same segment: a tail that began past another's end is dropped
+        lasts = [msn for r in self.renditions() if (msn := r.packager.last_msn) is not None]
+        for r in self.renditions():
+            cur = r.packager.current
+            if lasts and cur is not None and cur.msn > min(lasts):
+                r.packager.drop_in_progress()
         for r in self.renditions():
             r.end()
 

@@ -8,12 +8,14 @@ the playlists and MPD of a TrackPackager (it fits their TrackView protocol).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from onair.formats.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init, shift_tfdt
+from onair.formats.fmp4.split import sample_run, split_fragment
 from onair.package.capture_clock import CaptureClock
 from onair.package.segment import Part, Segment
 
@@ -75,6 +77,9 @@ class TrackPackager:
         self.window_segments = window_segments
         self.memory_segments = window_segments if memory_segments is None else max(1, memory_segments)
         self.on_segment_complete = on_segment_complete
+        # The track whose segment boundaries this one follows (audio follows the video): cut at the
+        # leader's segment starts, a fragment split at the sample nearest them, the same numbers.
+        self.leader: TrackPackager | None = None
         self._clock = clock
         self._reader = BoxReader()
         self._init_parts: list[bytes] = []
@@ -321,7 +326,11 @@ class TrackPackager:
                 return cur_dur >= _FORCE_CUT_FACTOR * self.target_segment
             # Cut at the keyframe closest to the target (GOP == target gives exact segments).
             return cur_dur + frag_ticks / ts / 2 >= self.target_segment
-        # Audio: cut on the fragment nearest each multiple of target on the absolute timeline so
+        if self.leader is not None:
+            sample = self._sample_ticks / self._samples if self._samples else 0.0
+            return (frag_start + sample / 2 >= self._next_boundary(cur)
+                    or cur_dur >= _FORCE_CUT_FACTOR * self.target_segment)
+        # Without a leader: cut on the fragment nearest each multiple of target on the absolute timeline so
         # audio segments stay aligned with video segments instead of drifting by a part per segment.
         half = frag_ticks / ts / 2
         return (
@@ -340,6 +349,9 @@ class TrackPackager:
             raise FMP4Error(f"{self.name}: fragment without duration")
         if self._rebase and not self._start_timeline(start, frag):
             return 0
+        halves = self._split_at_boundary(data, frag, start + self._offset)
+        if halves is not None:
+            return sum(self._add_fragment(half, parse_fragment(half, track)) for half in halves)
         if self._offset:
             start += self._offset
             data = shift_tfdt(data, self._offset)
@@ -372,6 +384,38 @@ class TrackPackager:
         self._samples += frag.sample_count
         self._sample_ticks += frag.duration
         return 1
+
+    def _next_boundary(self, cur: Segment) -> int:
+        """Timeline ticks where the segment after `cur` begins: where the leader's segment of that
+        number does, or, before the leader is there, one target after the leader's start of `cur`'s."""
+        lead = self.leader
+        nxt = lead.get_segment(cur.msn + 1) if lead is not None else None
+        if nxt is not None:
+            return round(nxt.start * cur.timescale)
+        same = lead.get_segment(cur.msn) if lead is not None else None
+        return round(((same.start if same is not None else cur.start) + self.target_segment) * cur.timescale)
+
+    def _split_at_boundary(self, data: bytes, frag: FragmentInfo, start: int) -> tuple[bytes, bytes] | None:
+        """The fragment (timeline start `start`) cut at the sample nearest the next boundary, when that
+        falls inside it; None when it needs no cut (or cannot be cut: then its edge will do)."""
+        cur = self.current
+        if self.leader is None or cur is None or self.is_video or frag.sample_count < 2:
+            return None
+        boundary = self._next_boundary(cur)
+        if not start < boundary < start + frag.duration:
+            return None
+        run = sample_run(data, self.track)
+        if run is None:
+            return None
+        ends = list(itertools.accumulate(run.durations, initial=0))
+        n = min(range(len(ends)), key=lambda i: abs(start + ends[i] - boundary))
+        return split_fragment(run, n) if 0 < n < len(run.durations) else None
+
+    def drop_in_progress(self) -> None:
+        """Forget the segment in progress (the stream ends: its tail past the other renditions' end)."""
+        if self.current is not None and self.current.parts:
+            self.current = None
+            self._next_msn -= 1
 
     def _start_timeline(self, start: int, frag: FragmentInfo) -> bool:
         """First fragment of a new byte stream: fix its decode-time offset and close the segment in
