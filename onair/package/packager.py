@@ -80,6 +80,7 @@ class TrackPackager:
         # The track whose segment boundaries this one follows (audio follows the video): cut at the
         # leader's segment starts, a fragment split at the sample nearest them, the same numbers.
         self.leader: TrackPackager | None = None
+        self._stream_first: tuple[int, float] | None = None  # (msn, start) of the byte stream's first segment
         self._clock = clock
         self._reader = BoxReader()
         self._init_parts: list[bytes] = []
@@ -386,14 +387,18 @@ class TrackPackager:
         return 1
 
     def _next_boundary(self, cur: Segment) -> int:
-        """Timeline ticks where the segment after `cur` begins: where the leader's segment of that
-        number does, or, before the leader is there, one target after the leader's start of `cur`'s."""
+        """Timeline ticks where the segment after `cur` begins: where the leader's segment of that number
+        does; before the leader is there, whole targets after its newest segment of this byte stream
+        (its keyframes come every target), or after this track's first segment of the stream."""
+        msn = cur.msn + 1
+        ref = self._stream_first or (cur.msn, cur.start)
         lead = self.leader
-        nxt = lead.get_segment(cur.msn + 1) if lead is not None else None
-        if nxt is not None:
-            return round(nxt.start * cur.timescale)
-        same = lead.get_segment(cur.msn) if lead is not None else None
-        return round(((same.start if same is not None else cur.start) + self.target_segment) * cur.timescale)
+        if lead is not None and (seg := lead.get_segment(min(msn, lead.last_msn or 0))) is not None:
+            if seg.msn == msn:
+                return round(seg.start * cur.timescale)
+            if seg.msn >= ref[0]:
+                ref = (seg.msn, seg.start)
+        return round((ref[1] + (msn - ref[0]) * self.target_segment) * cur.timescale)
 
     def _split_at_boundary(self, data: bytes, frag: FragmentInfo, start: int) -> tuple[bytes, bytes] | None:
         """The fragment (timeline start `start`) cut at the sample nearest the next boundary, when that
@@ -441,6 +446,8 @@ class TrackPackager:
         pdt = self.clock.pdt(start, ts)
         seg = Segment(msn=self._next_msn, start_ticks=start, timescale=ts, program_date_time=pdt,
                       discontinuity=self._discontinuity_next, init_version=self.init_version)
+        if self._discontinuity_next or self._stream_first is None:
+            self._stream_first = (seg.msn, seg.start)
         self._discontinuity_next = False
         self._next_msn += 1
         self.current = seg
