@@ -185,19 +185,23 @@ def test_program_date_times_are_the_capture_times(observed: Observed) -> None:
     errors = observed.capture_errors
     assert len({msn for _, msn, _ in errors}) >= PUSH_S // 2 - 3, "segments of the whole push were checked"
     worst = max(errors, key=lambda e: abs(e[2]))
+    print(f"PDT - capture: {len(errors)} segments, worst {worst[2]:+.3f} s ({worst[0]} seg{worst[1]}); "
+          f"availabilityStartTime - capture {observed.ast_error:+.3f} s")
     assert abs(worst[2]) <= PDT_TOLERANCE_S, f"PDT - capture time of {worst[0]} seg{worst[1]}: {worst[2]:+.3f} s"
     assert abs(observed.ast_error) <= PDT_TOLERANCE_S, f"availabilityStartTime - capture: {observed.ast_error:+.3f} s"
 
 
 def test_the_newest_part_never_ends_after_the_wall_clock(observed: Observed) -> None:
-    checked = 0
+    checked, latest = 0, -1e9
     for name, snaps in observed.snapshots.items():
         for listed_by, text in snaps:
             entries = parse_media(text)[0]
             if entries:
                 checked += 1
                 ahead = entries[-1].end - listed_by
+                latest = max(latest, ahead)
                 assert ahead <= 0.002, f"{name}: newest part ends {ahead:+.3f} s after the time it was listed"
+    print(f"newest part end - wall clock when listed: at most {latest:+.3f} s over {checked} playlists")
     assert checked >= PUSH_S  # observed throughout the push
 
 
@@ -209,6 +213,8 @@ def test_audio_is_cut_where_video_is(observed: Observed) -> None:
             durations[name].update({e.msn: e.duration for e in parse_media(text)[0] if e.duration is not None})
     common = sorted(set(durations[video]) & set(durations["audio"]))
     assert len(common) >= PUSH_S // 2 - 3
+    print("largest video/audio segment duration difference: "
+          f"{max(abs(durations[video][m] - durations['audio'][m]) for m in common):.3f} s over {len(common)} segments")
     for msn in common:
         assert abs(durations[video][msn] - durations["audio"][msn]) <= AAC_FRAME_S + 0.002, (
             f"seg{msn}: video {durations[video][msn]} s, audio {durations['audio'][msn]} s")

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import OnairServer, wait_until
+from tests.test_clocks_live import parse_media
 from tests.ingest_media import create_stream, get_stream, push_srt
 from tests.media import parse_master, push_rtmp, stop
 
@@ -34,8 +35,12 @@ def test_playlists_have_a_complete_segment_when_live_turns_true(server: OnairSer
         playlists.append(stream["hls_cmaf_url"].rsplit("/", 1)[0] + "/audio/index.m3u8")
         for url in playlists:
             media = http.get(url)
+            listed_by = time.time()
             assert media.status_code == 200, (url, media.text)
             assert "#EXTINF:" in media.text and ".m4s" in media.text, f"no complete segment in {url}:\n{media.text}"
+            # and its clock is the source's: the newest part was not captured after it was listed
+            newest = parse_media(media.text)[0][-1]
+            assert newest.end <= listed_by + 0.002, f"{url}: newest part ends {newest.end - listed_by:+.3f} s ahead"
         assert time.monotonic() - asked < 1.0, "answered at once, not held until the output was ready"
         mpd = http.get(stream["dash_url"])
         assert mpd.status_code == 200 and "<S " in mpd.text

@@ -40,7 +40,7 @@ def stream_event_type(event: HubEvent) -> str | None:
         if event.publisher.key.backup:
             return "stream.backup_live"
         return "stream.live" if event.playable else None
-    if isinstance(event, SessionPlayable) and event.primary:
+    if isinstance(event, SessionPlayable) and event.stream.primary_connected:
         return "stream.live"
     if isinstance(event, PublisherEnded):
         if event.reconnecting:

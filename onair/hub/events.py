@@ -43,10 +43,10 @@ class PublisherLive:
 @dataclass(frozen=True)
 class SessionPlayable:
     """The output's first segment can be played: every rendition has a complete one, the master and
-    media playlists answer. `primary`: a primary publisher is connected (the stream is `live` now)."""
+    media playlists answer. The stream is `live` from now on if its primary is still connected
+    (`stream.primary_connected`, asked when the event is handled: it may have left meanwhile)."""
 
     stream: LiveStream
-    primary: bool
 
 
 @dataclass(frozen=True)

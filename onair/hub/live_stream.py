@@ -107,6 +107,11 @@ class LiveStream:
         return not self.ended and (bool(self.publishers) or self.reconnecting)
 
     @property
+    def primary_connected(self) -> bool:
+        """A primary publisher has delivered and not left (what `live` needs besides a playable output)."""
+        return not self.ended and any(not p.key.backup and p.announced and not p.ended for p in self.publishers)
+
+    @property
     def ts_dir(self) -> Path:
         return self.transcoder.ts_dir
 

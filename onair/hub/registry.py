@@ -187,8 +187,7 @@ class StreamHub:
         """The output of `stream` can be played from now on (called from the packaging path)."""
         if self._streams.get(stream.stream_id) is not stream or stream.ended:
             return
-        primary = any(not p.key.backup and p.announced for p in stream.publishers)
-        self._spawn(self.events.emit(SessionPlayable(stream, primary)))
+        self._spawn(self.events.emit(SessionPlayable(stream)))
 
     def _may_reconnect(self, stream: LiveStream, publisher: Publisher) -> bool:
         return (stream.reconnect_window > 0 and not stream.ended and not self._stopping

@@ -66,7 +66,7 @@ class LiveStateWriter:
             await self._write(event, ended)
         elif isinstance(event, SessionPlayable):
             # `live` means playable: it turns true with the first complete segment, not the first bytes
-            await self._write(event, {"live": True} if event.primary else {})
+            await self._write(event, {"live": True} if event.stream.primary_connected else {})
         elif isinstance(event, FeedSwitched):
             await self._write(event, {"stream_source_type": event.source_type})
 
