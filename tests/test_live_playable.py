@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from tests.conftest import OnairServer, wait_until
-from tests.test_clocks_live import parse_media
 from tests.ingest_media import create_stream, get_stream, push_srt
 from tests.media import parse_master, push_rtmp, stop
+from tests.test_clocks_live import parse_media
 
 pytestmark = pytest.mark.media
 
