@@ -349,7 +349,9 @@ def test_hls_media_part_window_and_skip() -> None:
 
 def test_dash_mpd_dynamic(video_tp: TrackPackager, audio_tp: TrackPackager) -> None:
     init, frags = fragments(ffmpeg_video())
-    live = TrackPackager("360p", window_segments=10, clock=FakeClock())
+    # captured at T0, packaged long after: the capture clock, not the packaging one, is the anchor
+    live = TrackPackager("360p", window_segments=10, clock=lambda: T0 + timedelta(hours=1))
+    live.set_origin(T0)
     live.feed(init)
     for f in frags[:-3]:
         live.feed(f)
@@ -423,7 +425,8 @@ def test_dash_mpd_static_when_ended(video_tp: TrackPackager, audio_tp: TrackPack
 def _live_package() -> tuple[LiveStreamPackage, bytes, list[bytes], bytes, list[bytes]]:
     vinit, vfrags = fragments(ffmpeg_video())
     ainit, afrags = fragments(ffmpeg_audio())
-    pkg = LiveStreamPackage(["360p"], "audio", window_segments=6, clock=FakeClock())
+    pkg = LiveStreamPackage(["360p"], "audio", window_segments=6, clock=lambda: T0 + timedelta(hours=1))
+    pkg.set_origin(T0)
     return pkg, vinit, vfrags, ainit, afrags
 
 

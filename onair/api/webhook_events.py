@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from onair.api.schemas import StreamOut
 from onair.api.serialize import video_out
 from onair.api.streams import stream_response
-from onair.hub.events import HubEvent, PublisherEnded, PublisherLive
+from onair.hub.events import HubEvent, PublisherEnded, PublisherLive, SessionPlayable
 from onair.store.models import Stream, Video
 from onair.store.webhooks import Outbox
 
@@ -35,8 +35,13 @@ __all__ = ["WebhookEvents", "stream_event_type"]
 
 
 def stream_event_type(event: HubEvent) -> str | None:
+    # "stream.live" when `live` turns true: the output plays (a primary's first bytes come seconds before)
     if isinstance(event, PublisherLive) and not event.resumed:
-        return "stream.backup_live" if event.publisher.key.backup else "stream.live"
+        if event.publisher.key.backup:
+            return "stream.backup_live"
+        return "stream.live" if event.playable else None
+    if isinstance(event, SessionPlayable) and event.stream.primary_connected:
+        return "stream.live"
     if isinstance(event, PublisherEnded):
         if event.reconnecting:
             return "stream.reconnecting"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from onair.hub.publisher import Publisher
 
 __all__ = ["EventBus", "FeedSwitched", "HubEvent", "PublisherEnded", "PublisherLive", "SessionEnded",
-           "SessionStarted"]
+           "SessionPlayable", "SessionStarted"]
 
 log = logging.getLogger("onair.hub.events")
 
@@ -37,6 +37,16 @@ class PublisherLive:
     publisher: Publisher
     source_type: str  # stream_source_type of the API
     resumed: bool = False  # came back within the reconnect window: the same session goes on
+    playable: bool = False  # the session's output could already be played (see SessionPlayable)
+
+
+@dataclass(frozen=True)
+class SessionPlayable:
+    """The output's first segment can be played: every rendition has a complete one, the master and
+    media playlists answer. The stream is `live` from now on if its primary is still connected
+    (`stream.primary_connected`, asked when the event is handled: it may have left meanwhile)."""
+
+    stream: LiveStream
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ class SessionEnded:
     stream: LiveStream
 
 
-HubEvent = SessionStarted | PublisherLive | FeedSwitched | PublisherEnded | SessionEnded
+HubEvent = SessionStarted | PublisherLive | SessionPlayable | FeedSwitched | PublisherEnded | SessionEnded
 Subscriber = Callable[[HubEvent], Awaitable[None]]
 
 

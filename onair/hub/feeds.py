@@ -30,10 +30,15 @@ class StandbyTracker:
 
     def __init__(self, input_format: str) -> None:
         self._flv = FlvTracker() if input_format == "flv" else None
+        self.gop_arrival: float | None = None  # wall clock at which the current GOP's keyframe came in
 
-    def feed(self, data: bytes) -> None:
-        if self._flv is not None:
-            self._flv.feed(data)
+    def feed(self, data: bytes, now: float) -> None:
+        if self._flv is not None and any(tag.keyframe for tag in self._flv.feed(data)):
+            self.gop_arrival = now
+
+    def captured(self) -> float | None:
+        """When the media start_data() begins with reached the node (None: it is the next live bytes)."""
+        return self.gop_arrival if self._flv is not None and self._flv.resume_data() is not None else None
 
     def start_data(self) -> bytes:
         """What a new decoder needs before the next live bytes (FLV: header, codec config, current GOP)."""
@@ -93,10 +98,11 @@ class FeedSwitch:
             self._since[key] = now
         self._last[key] = now
 
-    def follow_standby(self, feed: Feed, data: bytes) -> None:
+    def follow_standby(self, feed: Feed, data: bytes, wall: float) -> None:
+        """`data` of a feed that is not feeding came in at `wall` (time.time())."""
         tracker = self._standby.get(id(feed))
         if tracker is not None:
-            tracker.feed(data)
+            tracker.feed(data, wall)
 
     def delivering(self, feed: Feed | None, now: float) -> bool:
         if feed is None or feed.closed.is_set():
@@ -126,11 +132,14 @@ class FeedSwitch:
     def reason_for(self, target: Feed) -> str:
         return "feed stopped delivering" if target is self.backup or self.feeding is None else "primary is back"
 
-    def make_feeding(self, feed: Feed) -> bytes:
-        """`feed` feeds from now on; returns what the new decoder needs first (from its standby tracker)."""
+    def make_feeding(self, feed: Feed) -> tuple[bytes, float | None]:
+        """`feed` feeds from now on; returns what the new decoder needs first (from its standby tracker)
+        and the wall clock at which that media came in (None: now)."""
         tracker = self._standby.pop(id(feed), None)
         if self.feeding is not None and self.feeding in (self.primary, self.backup) and self.feeding is not feed:
             self._standby[id(self.feeding)] = StandbyTracker(self.feeding.input_format)
         self.feeding = feed
         self.switches += 1
-        return tracker.start_data() if tracker is not None else b""
+        if tracker is None:
+            return b"", None
+        return tracker.start_data(), tracker.captured()

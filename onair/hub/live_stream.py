@@ -62,7 +62,8 @@ class LiveStatus:
 
 class LiveStream:
     def __init__(self, config: PublishConfig, work_dir: Path, settings: Settings, input_format: str, *,
-                 make_transcoder: Callable[..., Transcoder] = Transcoder) -> None:
+                 make_transcoder: Callable[..., Transcoder] = Transcoder,
+                 on_playable: Callable[[LiveStream], None] | None = None) -> None:
         self.stream_id = config.stream_id
         self.make_transcoder = make_transcoder  # unit tests pass a fake that runs no ffmpeg
         self.config = config
@@ -73,6 +74,9 @@ class LiveStream:
         self.ended = False
         self.endlist = config.endlist
         self.package_ready = asyncio.Event()
+        # the first segment of every rendition is complete: players can start (once per session)
+        self.playable = False
+        self._on_playable = on_playable
         self.window_segments = (dvr_window_segments(config.dvr_seconds) if config.dvr_seconds
                                 else settings.live_window_segments)
         self.segment_listeners: list[SegmentListener] = []
@@ -110,6 +114,11 @@ class LiveStream:
         return not self.ended and (bool(self.publishers) or self.reconnecting)
 
     @property
+    def primary_connected(self) -> bool:
+        """A primary publisher has delivered and not left (what `live` needs besides a playable output)."""
+        return not self.ended and any(not p.key.backup and p.announced and not p.ended for p in self.publishers)
+
+    @property
     def ts_dir(self) -> Path:
         return self.transcoder.ts_dir
 
@@ -145,7 +154,7 @@ class LiveStream:
             if feeding:
                 await self.transcoder.write(data)
             else:
-                self.feeds.follow_standby(pub, data)
+                self.feeds.follow_standby(pub, data, time.time())
         for reader in list(self.source_readers):
             await reader.on_source(pub, data, feeding=feeding)
 
@@ -158,9 +167,9 @@ class LiveStream:
             old = self.transcoder
             new = self._replace_transcoder(pub.input_format)
             await new.start()
-            head = self.feeds.make_feeding(pub)
+            head, captured = self.feeds.make_feeding(pub)
             if head:
-                await new.write(head)
+                await new.write(head, captured=captured)
         log.info("feed switched", extra={"stream_id": self.stream_id, "to": pub.key.redacted(),
                                          "protocol": pub.protocol, "reason": reason})
         self._retire(old)
@@ -233,6 +242,7 @@ class LiveStream:
             return  # a retired transcoder flushing its last bytes
         if self.package is None:
             self.package = self._new_package()
+            self.package.set_origin(self.transcoder.clock_origin)
             self.package_ready.set()
         restarted = track in self._restart_pending
         for reader in list(self.track_readers):
@@ -243,11 +253,15 @@ class LiveStream:
         try:
             if restarted:
                 self._restart_pending.discard(track)
-                self.package.rendition(track).packager.restart()
+                self.package.rendition(track).packager.restart(origin=self.transcoder.clock_origin)
             self.package.feed(track, data)
         except (KeyError, ValueError) as exc:
             log.warning("dropping transcoder output", extra={"stream_id": self.stream_id, "track": track,
                                                                "error": str(exc)})
+        if not self.playable and self.package.ready:
+            self.playable = True
+            if self._on_playable is not None:
+                self._on_playable(self)
 
     def _on_restart(self, generation: int) -> None:
         # a restarted ffmpeg begins new fMP4 streams (new init, timestamps from 0): the packager keeps

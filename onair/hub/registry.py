@@ -20,7 +20,15 @@ from prometheus_client import Counter, Gauge
 
 from onair.config import Settings
 from onair.hub.access import IN_USE, UNKNOWN, IngestDirectory, StreamAccess, access_refusal
-from onair.hub.events import EventBus, FeedSwitched, PublisherEnded, PublisherLive, SessionEnded, SessionStarted
+from onair.hub.events import (
+    EventBus,
+    FeedSwitched,
+    PublisherEnded,
+    PublisherLive,
+    SessionEnded,
+    SessionPlayable,
+    SessionStarted,
+)
 from onair.hub.keys import parse_stream_key
 from onair.hub.live_stream import LiveStream
 from onair.hub.ports import FeedLeases, IngestRefused, PublishConfig, SingleNodeLeases, StreamCatalog
@@ -141,7 +149,7 @@ class StreamHub:
         work_dir.mkdir(parents=True, exist_ok=True)
         self._stopped.discard(config.stream_id)
         stream = LiveStream(config, work_dir, self.settings, publisher.input_format,
-                            make_transcoder=self.make_transcoder)
+                            make_transcoder=self.make_transcoder, on_playable=self._playable)
         stream.feeds.attach(publisher, feeding=True)
         self._streams[config.stream_id] = stream
         await self.events.emit(SessionStarted(stream))
@@ -199,7 +207,7 @@ class StreamHub:
             publisher.announced = True
             await self.events.emit(PublisherLive(stream, publisher, SOURCE_TYPES.get(publisher.protocol,
                                                                                      publisher.protocol),
-                                                 resumed=publisher.resumed))
+                                                 resumed=publisher.resumed, playable=stream.playable))
         await stream.write(publisher, data)
 
     async def publisher_closed(self, publisher: Publisher, reason: str) -> None:
@@ -228,6 +236,12 @@ class StreamHub:
                 await self._feed_switched(stream, remaining)
         else:
             await self._end_output(stream)
+
+    def _playable(self, stream: LiveStream) -> None:
+        """The output of `stream` can be played from now on (called from the packaging path)."""
+        if self._streams.get(stream.stream_id) is not stream or stream.ended:
+            return
+        self._spawn(self.events.emit(SessionPlayable(stream)))
 
     def _may_reconnect(self, stream: LiveStream, publisher: Publisher) -> bool:
         return (stream.reconnect_window > 0 and not stream.ended and not self._stopping

@@ -190,7 +190,9 @@ class LiveStreamPackage:
 
         self.video: dict[str, LiveRendition] = {n: make(n) for n in video_names}
         self.audio: LiveRendition | None = make(audio_name) if audio_name is not None else None
-        self._availability_start: datetime | None = None
+        if self.audio is not None and self.video:
+            # audio is cut where the (first) video's segments begin: every rendition has the same numbers
+            self.audio.packager.leader = next(iter(self.video.values())).packager
 
     # -- access -------------------------------------------------------------------
 
@@ -211,25 +213,34 @@ class LiveStreamPackage:
 
     @property
     def ready(self) -> bool:
-        """Every rendition has its init segment and at least one part (manifests are meaningful)."""
-        return all(r.packager.has_init and r.packager.last_msn is not None for r in self.renditions())
+        """Every rendition has its init segment and a complete segment: a player can start (a playlist
+        of nothing but parts and a preload hint is not enough for every player)."""
+        return all(r.packager.has_init and r.packager.segments for r in self.renditions())
 
     @property
     def availability_start(self) -> datetime | None:
-        """Wall clock of decode time 0, fixed once known (DASH availabilityStartTime)."""
-        if self._availability_start is None:
-            anchors = [r.packager.wallclock_anchor for r in self.renditions()]
-            known = [a for a in anchors if a is not None]
-            if known:
-                self._availability_start = min(known)
-        return self._availability_start
+        """Wall clock of decode time 0 (DASH availabilityStartTime): the capture clock of the first
+        media; it only ever moves back, when a source was found ahead of real time."""
+        known = [a for a in (r.packager.wallclock_anchor for r in self.renditions()) if a is not None]
+        return min(known) if known else None
 
     # -- input --------------------------------------------------------------------
+
+    def set_origin(self, origin: datetime | None) -> None:
+        """Capture clock of the first byte streams (see TrackPackager.set_origin)."""
+        for r in self.renditions():
+            r.packager.set_origin(origin)
 
     def feed(self, track_name: str, data: bytes | bytearray | memoryview) -> int:
         return self.rendition(track_name).feed(data)
 
     def end(self) -> None:
+        # every rendition ends on the same segment: a tail that began past another's end is dropped
+        lasts = [msn for r in self.renditions() if (msn := r.packager.last_msn) is not None]
+        for r in self.renditions():
+            cur = r.packager.current
+            if lasts and cur is not None and cur.msn > min(lasts):
+                r.packager.drop_in_progress()
         for r in self.renditions():
             r.end()
 

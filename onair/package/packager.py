@@ -8,13 +8,16 @@ the playlists and MPD of a TrackPackager (it fits their TrackView protocol).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from onair.formats.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init, shift_tfdt
+from onair.formats.fmp4.split import sample_run, split_fragment
+from onair.package.capture_clock import CaptureClock
+from onair.package.segment import Part, Segment
 
 __all__ = [
     "Part",
@@ -31,68 +34,6 @@ _BANDWIDTH_SEGMENTS = 6
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class Part:
-    data: bytes  # moof + mdat
-    duration: float  # seconds
-    independent: bool
-    decode_time: int  # track timescale units
-    duration_ticks: int
-    sample_count: int
-
-
-@dataclass(slots=True, eq=False)
-class Segment:
-    msn: int
-    start_ticks: int
-    timescale: int
-    program_date_time: datetime
-    parts: list[Part] = field(default_factory=list)
-    complete: bool = False
-    discontinuity: bool = False  # first segment of a new encoder byte stream (EXT-X-DISCONTINUITY)
-    init_version: int = 0  # which init segment (TrackPackager.inits) its parts need
-    # Bytes dropped from memory (older than the in-memory window); a DVR store serves them from disk.
-    evicted: bool = False
-    _data: bytes | None = field(default=None, init=False, repr=False)
-
-    @property
-    def start(self) -> float:
-        return self.start_ticks / self.timescale
-
-    @property
-    def duration_ticks(self) -> int:
-        return sum(p.duration_ticks for p in self.parts)
-
-    @property
-    def duration(self) -> float:
-        return self.duration_ticks / self.timescale
-
-    @property
-    def size(self) -> int:
-        return sum(len(p.data) for p in self.parts)
-
-    @property
-    def independent(self) -> bool:
-        return bool(self.parts) and self.parts[0].independent
-
-    @property
-    def data(self) -> bytes:
-        """Concatenated part bytes; joined once and cached when the segment is complete."""
-        if self._data is not None:
-            return self._data
-        joined = b"".join(p.data for p in self.parts)
-        if self.complete:
-            self._data = joined
-        return joined
-
-    def drop_bytes(self) -> None:
-        """Evict: drop the media bytes, keep the timing metadata that playlists list."""
-        self.evicted = True
-        self._data = None
-        self.parts = [Part(b"", p.duration, p.independent, p.decode_time, p.duration_ticks, p.sample_count)
-                      for p in self.parts]
 
 
 SegmentCallback = Callable[["TrackPackager", Segment], None]
@@ -136,6 +77,10 @@ class TrackPackager:
         self.window_segments = window_segments
         self.memory_segments = window_segments if memory_segments is None else max(1, memory_segments)
         self.on_segment_complete = on_segment_complete
+        # The track whose segment boundaries this one follows (audio follows the video): cut at the
+        # leader's segment starts, a fragment split at the sample nearest them, the same numbers.
+        self.leader: TrackPackager | None = None
+        self._stream_first: tuple[int, float] | None = None  # (msn, start) of the byte stream's first segment
         self._clock = clock
         self._reader = BoxReader()
         self._init_parts: list[bytes] = []
@@ -151,7 +96,7 @@ class TrackPackager:
         self._max_segment = 0.0
         self._samples = 0
         self._sample_ticks = 0
-        self.wallclock_anchor: datetime | None = None  # wall clock at decode time 0
+        self.clock = CaptureClock()  # program date-times and the DASH anchor
         self.ended = False
         # Continuity across encoder restarts/switches (see restart() and rebase_offset()).
         self.inits: dict[int, bytes] = {}
@@ -177,6 +122,11 @@ class TrackPackager:
     @property
     def is_video(self) -> bool:
         return self._track is not None and self._track.is_video
+
+    @property
+    def wallclock_anchor(self) -> datetime | None:
+        """Wall clock of (shifted) decode time 0: the DASH timeline's anchor (availabilityStartTime)."""
+        return self.clock.anchor
 
     @property
     def max_part_duration(self) -> float:
@@ -284,13 +234,19 @@ class TrackPackager:
     def init_uri(version: int) -> str:
         return "init.mp4" if version == 0 else f"init-{version}.mp4"
 
-    def restart(self) -> None:
+    def set_origin(self, origin: datetime | None) -> None:
+        """Capture clock of the byte stream that has not delivered a fragment yet (the first one, or
+        the one after restart()): `origin` is when the media at its decode time 0 reached the node."""
+        self.clock.expect(origin)
+
+    def restart(self, origin: datetime | None = None) -> None:
         """The producer starts a new fMP4 byte stream (ffmpeg restarted or switched to another input).
 
         Drops any half-received box of the old stream; the new ftyp/moov and fragments that follow
         continue this track: msn keeps counting, decode times are shifted to continue, and the next
-        segment is marked as a discontinuity.
+        segment is marked as a discontinuity. `origin`: see set_origin().
         """
+        self.clock.expect(origin)
         self._reader = BoxReader()
         self._moof = self._frag = None
         if self._track is not None:
@@ -371,7 +327,11 @@ class TrackPackager:
                 return cur_dur >= _FORCE_CUT_FACTOR * self.target_segment
             # Cut at the keyframe closest to the target (GOP == target gives exact segments).
             return cur_dur + frag_ticks / ts / 2 >= self.target_segment
-        # Audio: cut on the fragment nearest each multiple of target on the absolute timeline so
+        if self.leader is not None:
+            sample = self._sample_ticks / self._samples if self._samples else 0.0
+            return (frag_start + sample / 2 >= self._next_boundary(cur)
+                    or cur_dur >= _FORCE_CUT_FACTOR * self.target_segment)
+        # Without a leader: cut on the fragment nearest each multiple of target on the absolute timeline so
         # audio segments stay aligned with video segments instead of drifting by a part per segment.
         half = frag_ticks / ts / 2
         return (
@@ -390,6 +350,9 @@ class TrackPackager:
             raise FMP4Error(f"{self.name}: fragment without duration")
         if self._rebase and not self._start_timeline(start, frag):
             return 0
+        halves = self._split_at_boundary(data, frag, start + self._offset)
+        if halves is not None:
+            return sum(self._add_fragment(half, parse_fragment(half, track)) for half in halves)
         if self._offset:
             start += self._offset
             data = shift_tfdt(data, self._offset)
@@ -400,13 +363,13 @@ class TrackPackager:
         if cur is None and track.is_video and not frag.first_sample_sync:
             return 0  # a segment must start on a sync sample; wait for the first keyframe
         now = self._clock()
-        if self.wallclock_anchor is None:
-            self.wallclock_anchor = now - timedelta(seconds=start / ts)
+        if self.clock.origin is None:
+            self.clock.begin(now, start, ts)
         if cur is not None and self._should_cut(cur, start, frag.duration, sync=frag.first_sample_sync):
             self._complete(cur)
             cur = None
         if cur is None:
-            cur = self._open_segment(start, self.wallclock_anchor)
+            cur = self._open_segment(start)
         part = Part(
             data=data,
             duration=frag.duration / ts,
@@ -417,10 +380,47 @@ class TrackPackager:
         )
         cur.parts.append(part)
         self._next_decode = start + frag.duration
+        cur.program_date_time -= self.clock.pull_back(now, self._next_decode, ts)  # in progress: may move
         self._max_part = max(self._max_part, part.duration)
         self._samples += frag.sample_count
         self._sample_ticks += frag.duration
         return 1
+
+    def _next_boundary(self, cur: Segment) -> int:
+        """Timeline ticks where the segment after `cur` begins: where the leader's segment of that number
+        does; before the leader is there, whole targets after its newest segment of this byte stream
+        (its keyframes come every target), or after this track's first segment of the stream."""
+        msn = cur.msn + 1
+        ref = self._stream_first or (cur.msn, cur.start)
+        lead = self.leader
+        if lead is not None and (seg := lead.get_segment(min(msn, lead.last_msn or 0))) is not None:
+            if seg.msn == msn:
+                return round(seg.start * cur.timescale)
+            if seg.msn >= ref[0]:
+                ref = (seg.msn, seg.start)
+        return round((ref[1] + (msn - ref[0]) * self.target_segment) * cur.timescale)
+
+    def _split_at_boundary(self, data: bytes, frag: FragmentInfo, start: int) -> tuple[bytes, bytes] | None:
+        """The fragment (timeline start `start`) cut at the sample nearest the next boundary, when that
+        falls inside it; None when it needs no cut (or cannot be cut: then its edge will do)."""
+        cur = self.current
+        if self.leader is None or cur is None or self.is_video or frag.sample_count < 2:
+            return None
+        boundary = self._next_boundary(cur)
+        if not start < boundary < start + frag.duration:
+            return None
+        run = sample_run(data, self.track)
+        if run is None:
+            return None
+        ends = list(itertools.accumulate(run.durations, initial=0))
+        n = min(range(len(ends)), key=lambda i: abs(start + ends[i] - boundary))
+        return split_fragment(run, n) if 0 < n < len(run.durations) else None
+
+    def drop_in_progress(self) -> None:
+        """Forget the segment in progress (the stream ends: its tail past the other renditions' end)."""
+        if self.current is not None and self.current.parts:
+            self.current = None
+            self._next_msn -= 1
 
     def _start_timeline(self, start: int, frag: FragmentInfo) -> bool:
         """First fragment of a new byte stream: fix its decode-time offset and close the segment in
@@ -428,10 +428,10 @@ class TrackPackager:
         track = self.track
         if track.is_video and not frag.first_sample_sync:
             return False  # the new stream's first segment must start on a sync sample too
-        wall = None
-        if self.wallclock_anchor is not None:
-            wall = round((self._clock() - self.wallclock_anchor).total_seconds() * track.timescale)
-        self._offset = rebase_offset(start, self._next_decode, wall)
+        self.clock.begin(self._clock(), start, track.timescale)
+        # the new stream's first fragment goes where its capture time falls on the timeline
+        self._offset = rebase_offset(start, self._next_decode, self.clock.timeline_ticks(start, track.timescale))
+        self.clock.shifted(self._offset)
         self._rebase = False
         self._discontinuity_next = True
         if self.current is not None and self.current.parts:
@@ -439,13 +439,15 @@ class TrackPackager:
         self.current = None
         return True
 
-    def _open_segment(self, start: int, wallclock_anchor: datetime) -> Segment:
-        # PDT from the wall-clock anchor + decode time: consecutive segments stay exactly one
-        # EXTINF apart even when ffmpeg delivers its first GOPs in a burst
+    def _open_segment(self, start: int) -> Segment:
+        # PDT from the capture clock + decode time: consecutive segments stay exactly one EXTINF
+        # apart even when ffmpeg delivers its first GOPs in a burst
         ts = self.track.timescale
-        pdt = wallclock_anchor + timedelta(seconds=start / ts)
+        pdt = self.clock.pdt(start, ts)
         seg = Segment(msn=self._next_msn, start_ticks=start, timescale=ts, program_date_time=pdt,
                       discontinuity=self._discontinuity_next, init_version=self.init_version)
+        if self._discontinuity_next or self._stream_first is None:
+            self._stream_first = (seg.msn, seg.start)
         self._discontinuity_next = False
         self._next_msn += 1
         self.current = seg

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, false, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from onair.hub.events import FeedSwitched, HubEvent, PublisherEnded, PublisherLive
+from onair.hub.events import FeedSwitched, HubEvent, PublisherEnded, PublisherLive, SessionPlayable
 from onair.store.db import disk_full
 from onair.store.models import Stream
 from onair.timeutil import utcnow
@@ -87,6 +87,9 @@ class LiveStateWriter:
                 # another node may receive this feed by now: its state is not ours to end
                 owned = (Stream.ingest_node_backup if backup else Stream.ingest_node_primary) == self.node
             await self._write(event, ended, owned)
+        elif isinstance(event, SessionPlayable):
+            # `live` means playable: it turns true with the first complete segment, not the first bytes
+            await self._write(event, {"live": True} if event.stream.primary_connected else {})
         elif isinstance(event, FeedSwitched):
             await self._write(event, {"stream_source_type": event.source_type})
 
@@ -94,7 +97,9 @@ class LiveStateWriter:
         """R19: a backup sets backup_live/started_at_backup; the feeding one sets the source type."""
         now = utcnow()
         values: dict[str, Any] = ({"backup_live": True, "started_at_backup": now} if event.publisher.key.backup
-                                  else {"live": True, "started_at_primary": now})
+                                  else {"started_at_primary": now})
+        if not event.publisher.key.backup and event.playable:
+            values["live"] = True  # joins an output that already plays (else SessionPlayable sets it)
         if event.resumed:
             values = {}  # the session goes on: it keeps the time it started
         values["ingest_node_backup" if event.publisher.key.backup else "ingest_node_primary"] = self.node

@@ -30,8 +30,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from onair.formats.flv_tracker import FLV_AUDIO, FLV_VIDEO, FlvTag
 from onair.formats.probe import SourceInfo
 from onair.transcode.command import HLS_LIST_SIZE, SCREENSHOT_FILE, build_ffmpeg_command
 from onair.transcode.ffmpeg_report import ProgressBlocks, StderrHeader, header_changes, progress_changes
@@ -91,6 +93,8 @@ class _Run:
     started: float
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     dead: bool = False
+    # wall clock (time.time()) at which the media its output begins with (output time 0) reached the node
+    origin: float | None = None
 
 
 class Transcoder:
@@ -131,6 +135,8 @@ class Transcoder:
         self._plan: list[Rendition] = []
         self._tracks_seen: set[str] = set()
         self._resume = SourceResume(input_format)
+        self._first_media: float | None = None  # wall clock of the source's first media at the node
+        self._gop_arrival: float | None = None  # wall clock of the keyframe a restart resumes at (FLV)
 
         self._lock = asyncio.Lock()  # serialises writes to ffmpeg stdin and (re)spawns
         self._probe = SourceHead(self.ffprobe, input_format, stream_id)
@@ -164,6 +170,16 @@ class Transcoder:
     def screenshot_path(self) -> Path:
         return self.work_dir / SCREENSHOT_FILE
 
+    @property
+    def clock_origin(self) -> datetime | None:
+        """The capture clock of the running ffmpeg's output: when the media at its output time 0
+        reached the node (ffmpeg starts its output timestamps at the input's first one). None
+        before ffmpeg has been given media."""
+        run = self._run
+        if run is None or run.origin is None:
+            return None
+        return datetime.fromtimestamp(run.origin, UTC)
+
     def resume_point(self) -> bytes | None:
         """A decodable start of the source as of the bytes written so far, for a second consumer (the
         recorder) joining mid-stream: FLV header + sequence headers + current GOP. b"" for MPEG-TS
@@ -181,12 +197,17 @@ class Transcoder:
             await asyncio.to_thread(shutil.rmtree, self.ts_dir, True)
         self._main_task = asyncio.create_task(self._main(), name=f"transcoder-{self.stream_id}")
 
-    async def write(self, data: bytes) -> None:
-        """Feed source bytes. Never raises because of ffmpeg: data is dropped while it is down."""
+    async def write(self, data: bytes, *, captured: float | None = None) -> None:
+        """Feed source bytes. Never raises because of ffmpeg: data is dropped while it is down.
+
+        `captured`: wall clock (time.time()) at which the media in `data` reached the node, when
+        that was earlier than now (a standby's GOP replayed at a switch)."""
         if not data or self._stopping:
             return
         async with self._lock:
             tags = self._resume.track(data)
+            now = time.time()
+            self._note_media(now if captured is None else captured, tags)
             run = self._run
             if run is None:
                 if not self._failed:
@@ -196,7 +217,19 @@ class Transcoder:
                 return
             data = self._resume.forward(data, tags)
             if data:
+                if run.origin is None:
+                    run.origin = now if captured is None else captured
                 await self._stdin_write(run, data)
+
+    def _note_media(self, at: float, tags: list[FlvTag]) -> None:
+        if self.input_format != "flv":
+            if self._first_media is None:
+                self._first_media = at
+            return
+        if self._first_media is None and any(t.type in (FLV_AUDIO, FLV_VIDEO) for t in tags):
+            self._first_media = at  # the FLV header and metadata come first, the media a moment later
+        if any(t.keyframe for t in tags):
+            self._gop_arrival = at
 
     async def stop(self) -> None:
         """Close ffmpeg's stdin so it flushes the outputs, wait (then kill), stop the readers."""
@@ -260,6 +293,7 @@ class Transcoder:
                     return
                 head = self._probe.take_head()
                 run = await self._spawn()
+                run.origin = self._first_media
                 await self._stdin_write(run, head)
             await self._supervise()
         except asyncio.CancelledError:
@@ -304,7 +338,10 @@ class Transcoder:
                     except Exception:
                         log.exception("stream %s: on_restart callback failed", self.stream_id)
                 new = await self._spawn()
-                await self._stdin_write(new, self._resume.restart())
+                resume = self._resume.restart()
+                if resume:  # FLV: the current GOP again, from the keyframe that came in at _gop_arrival
+                    new.origin = self._gop_arrival if self.input_format == "flv" else None
+                await self._stdin_write(new, resume)
 
     async def _spawn(self) -> _Run:
         fds: dict[str, int] = {}

@@ -1,0 +1,76 @@
+"""Audio is cut where the video's segments begin: same segment numbers, durations within one audio frame."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from onair.formats.fmp4 import parse_fragment, parse_init
+from onair.formats.fmp4.split import sample_run, split_fragment
+from onair.package.live import LiveStreamPackage
+from tests.test_cmaf_packager import fragments
+from tests.test_fmp4 import ffmpeg_audio, ffmpeg_video, needs_ffmpeg
+
+pytestmark = [pytest.mark.media, needs_ffmpeg]
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+AAC_FRAME = 1024
+
+
+def pcm(mp4: bytes) -> bytes:
+    cmd = ["ffmpeg", "-v", "error", "-f", "mp4", "-i", "pipe:0", "-f", "s16le", "pipe:1"]
+    return subprocess.run(cmd, input=mp4, capture_output=True, check=True, timeout=60).stdout
+
+
+def test_a_split_fragment_decodes_to_the_same_samples() -> None:
+    init, frags = fragments(ffmpeg_audio(seconds=3))
+    track = parse_init(init)
+    halves: list[bytes] = []
+    for frag in frags:
+        run = sample_run(frag, track)
+        assert run is not None and len(run.durations) > 7
+        first, second = split_fragment(run, 7)
+        a, b, whole = (parse_fragment(x, track) for x in (first, second, frag))
+        assert (a.sample_count, b.sample_count) == (7, whole.sample_count - 7)
+        assert a.base_media_decode_time == whole.base_media_decode_time
+        assert b.base_media_decode_time == (whole.base_media_decode_time or 0) + a.duration
+        assert a.duration + b.duration == whole.duration
+        halves += [first, second]
+    assert pcm(init + b"".join(halves)) == pcm(init + b"".join(frags))
+    with pytest.raises(ValueError):
+        split_fragment(run, 0)
+
+
+def _by_time(vinit: bytes, vfrags: list[bytes], ainit: bytes, afrags: list[bytes]) -> list[tuple[str, bytes]]:
+    """Both tracks' fragments in the order of their decode times, as ffmpeg's pipes deliver them."""
+    vt, at = parse_init(vinit), parse_init(ainit)
+    timed = [(float(parse_fragment(f, vt).base_media_decode_time or 0) / vt.timescale, "v", f) for f in vfrags]
+    timed += [(float(parse_fragment(f, at).base_media_decode_time or 0) / at.timescale, "audio", f) for f in afrags]
+    return [("v", vinit), ("audio", ainit)] + [(name, f) for _, name, f in sorted(timed, key=lambda x: x[0])]
+
+
+@pytest.mark.parametrize("audio_first", [False, True])
+def test_audio_segments_follow_the_video_segments(audio_first: bool) -> None:
+    vinit, vfrags = fragments(ffmpeg_video(seconds=11))
+    ainit, afrags = fragments(ffmpeg_audio(seconds=11))
+    pkg = LiveStreamPackage(["v"], "audio", window_segments=20, clock=lambda: T0 + timedelta(hours=1))
+    pkg.set_origin(T0)
+    order = _by_time(vinit, vfrags, ainit, afrags)
+    if audio_first:  # the whole audio ahead of the video: every boundary is predicted, none seen yet
+        order = [*order[:2], *(x for x in order[2:] if x[0] == "audio"), *(x for x in order[2:] if x[0] == "v")]
+    for name, data in order:
+        pkg.feed(name, data)
+    pkg.end()
+    video, audio = pkg.video["v"].packager, pkg.audio.packager if pkg.audio else None
+    assert audio is not None
+    vsegs, asegs = list(video.segments), list(audio.segments)
+    assert len(vsegs) >= 5
+    assert [s.msn for s in asegs] == [s.msn for s in vsegs]
+    frame = AAC_FRAME / audio.track.timescale
+    for v, a in zip(vsegs[1:], asegs[1:], strict=True):
+        assert abs(v.start - a.start) <= frame / 2 + 1e-9, (v.msn, v.start, a.start)
+    for v, a in zip(vsegs[:-1], asegs[:-1], strict=True):
+        assert abs(v.duration - a.duration) <= frame + 1e-9, (v.msn, v.duration, a.duration)
+    assert audio.part_target <= 0.52
