@@ -320,7 +320,8 @@ def test_restream_to_a_name_resolving_to_loopback_is_refused(node: OnairServer) 
 
         wait_until(refused, 30, what="restream target refused")
         with node.client() as c:
-            assert c.get(f"/streaming/streams/{stream['id']}").json()["live"]
+            # the refusal comes with the first bytes; `live` with the first complete segment
+            wait_until(lambda: c.get(f"/streaming/streams/{stream['id']}").json()["live"], 15, what="source live")
             assert c.get(f"/streaming/restreams/{rs['id']}").json()["live"] is False
         assert not _connected(tcp)
     finally:
