@@ -15,7 +15,7 @@ from tests.browser import WEBRTC_ARGS, launch_chromium
 from tests.conftest import OnairServer, wait_until
 from tests.ingest_media import create_stream, get_stream, patch_stream
 from tests.media import push_rtmp, stop
-from tests.test_whip import STAMP_CAMERA
+from tests.test_whip import STAMP_CAMERA, STAMP_LATENCY
 
 pytestmark = pytest.mark.media
 
@@ -31,24 +31,12 @@ OFFER = "\r\n".join([
 
 # Samples the picture of the player's <video> for the stamp STAMP_CAMERA draws (capture time in ms).
 STAMP_READER = """
-() => {
+() => {""" + STAMP_LATENCY + """
   const video = window.onairPlayer.video;
   window.samples = [];
-  const canvas = document.createElement("canvas");
-  const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const sample = () => {
-    if (video.readyState >= 2 && video.videoWidth) {
-      canvas.width = video.videoWidth; canvas.height = video.videoHeight;
-      ctx.drawImage(video, 0, 0);
-      const w = canvas.width / 32, y = Math.round(canvas.height / 6);
-      let t = 0;
-      for (let i = 0; i < 32; i++) {
-        const px = ctx.getImageData(Math.round((i + 0.5) * w), y, 1, 1).data;
-        t = t * 2 + (px[0] > 128 ? 1 : 0);
-      }
-      const latency = (Date.now() % 2 ** 32) - t;
-      if (latency > 0 && latency < 30000) window.samples.push(latency);
-    }
+    const latency = stampLatency(video);
+    if (latency !== null) window.samples.push(latency);
     video.requestVideoFrameCallback(sample);
   };
   video.requestVideoFrameCallback(sample);

@@ -169,9 +169,29 @@ STAMP_CAMERA = """
 })();
 """
 
+# In a page: `stampLatency(video)` reads the stamp STAMP_CAMERA drew into the frame on screen and returns
+# now minus its capture time in ms (null before a picture or for a frame without a readable stamp).
+STAMP_LATENCY = """
+const stampCanvas = document.createElement("canvas");
+const stampCtx = stampCanvas.getContext("2d", { willReadFrequently: true });
+const stampLatency = (video) => {
+  if (video.readyState < 2 || !video.videoWidth) return null;
+  stampCanvas.width = video.videoWidth; stampCanvas.height = video.videoHeight;
+  stampCtx.drawImage(video, 0, 0);
+  const w = stampCanvas.width / 32, y = Math.round(stampCanvas.height / 6);
+  let t = 0;
+  for (let i = 0; i < 32; i++) {
+    const px = stampCtx.getImageData(Math.round((i + 0.5) * w), y, 1, 1).data;
+    t = t * 2 + (px[0] > 128 ? 1 : 0);
+  }
+  const latency = (Date.now() % 2 ** 32) - t;
+  return latency > 0 && latency < 30000 ? latency : null;
+};
+"""
+
 # Plays the LL-HLS with hls.js and samples glass-to-glass latency from the stamp in the picture.
 PLAYER = """
-async (src) => {
+async (src) => {""" + STAMP_LATENCY + """
   await new Promise((ok, fail) => {
     const s = Object.assign(document.createElement("script"), { src: "/player/vendor/hls.min.js" });
     s.onload = ok; s.onerror = fail; document.head.appendChild(s);
@@ -181,21 +201,11 @@ async (src) => {
   const hls = new Hls({ lowLatencyMode: true });
   hls.loadSource(src); hls.attachMedia(video);
   window.samples = []; window.pdtSamples = [];
-  const canvas = document.createElement("canvas");
-  const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const sample = () => {
-    if (video.readyState >= 2 && video.videoWidth) {
-      canvas.width = video.videoWidth; canvas.height = video.videoHeight;
-      ctx.drawImage(video, 0, 0);
-      const w = canvas.width / 32, y = Math.round(canvas.height / 6);
-      let t = 0;
-      for (let i = 0; i < 32; i++) {
-        const px = ctx.getImageData(Math.round((i + 0.5) * w), y, 1, 1).data;
-        t = t * 2 + (px[0] > 128 ? 1 : 0);
-      }
-      const latency = (Date.now() % 2 ** 32) - t;
-      if (latency > 0 && latency < 30000) window.samples.push(latency);
-      if (hls.playingDate) window.pdtSamples.push(Date.now() - hls.playingDate.getTime());
+    const latency = stampLatency(video);
+    if (latency !== null) window.samples.push(latency);
+    if (video.readyState >= 2 && video.videoWidth && hls.playingDate) {
+      window.pdtSamples.push(Date.now() - hls.playingDate.getTime());
     }
     video.requestVideoFrameCallback(sample);
   };
