@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from onair.formats.fmp4 import FMP4Error
+from onair.formats.fmp4.samples import parse_avcc
+
 __all__ = ["H264Error", "Sps", "annexb_nal_units", "parse_avc_config", "parse_sps", "sps_from_annexb"]
 
 NAL_SPS = 7
@@ -173,15 +176,13 @@ def parse_sps(nal: bytes) -> Sps:
 
 def parse_avc_config(record: bytes) -> Sps:
     """The first SPS of an AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1), as in an FLV sequence header."""
-    if len(record) < 8 or record[0] != 1:
-        raise H264Error("not an AVC decoder configuration record")
-    if record[5] & 0x1F == 0:
+    try:
+        config = parse_avcc(record)
+    except FMP4Error as exc:
+        raise H264Error(f"not an AVC decoder configuration record: {exc}") from exc
+    if not config.sps:
         raise H264Error("AVC record without an SPS")
-    size = int.from_bytes(record[6:8], "big")
-    nal = record[8:8 + size]
-    if len(nal) != size:
-        raise H264Error("AVC record truncated")
-    return parse_sps(nal)
+    return parse_sps(config.sps[0])
 
 
 def annexb_nal_units(data: bytes) -> list[bytes]:

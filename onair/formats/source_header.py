@@ -9,6 +9,7 @@ answers every question, or a reason to fall back to ffprobe (an unknown codec, n
 from __future__ import annotations
 
 from onair.formats import amf0
+from onair.formats.flv_tracker import FlvTracker
 from onair.formats.h264 import Sps, parse_avc_config, sps_from_annexb
 from onair.formats.probe import SourceInfo
 
@@ -73,8 +74,7 @@ def _info(sps: Sps | None, fps: float | None, video: str | None, audio: str | No
 class FlvHeadReader(SourceHeadReader):
     def __init__(self) -> None:
         super().__init__()
-        self._buf = bytearray()
-        self._header = False
+        self._tracker = FlvTracker()  # the tag framing (the same one the transcoder's resume follows)
         self._want_audio = self._want_video = False
         self._sps: Sps | None = None
         self._video: str | None = None
@@ -83,27 +83,17 @@ class FlvHeadReader(SourceHeadReader):
         self._first_ts: int | None = None
 
     def _feed(self, data: bytes) -> None:
-        self._buf += data
-        if not self._header:
-            if len(self._buf) < 13:
+        had_header = self._tracker.header is not None
+        tags = self._tracker.feed(data)
+        if self._tracker.broken:
+            raise ValueError("broken FLV framing")
+        header = self._tracker.header
+        if header is not None and not had_header:
+            self._want_audio, self._want_video = bool(header[4] & 0x04), bool(header[4] & 0x01)
+        for tag in tags:
+            if self.done:
                 return
-            if self._buf[:3] != b"FLV":
-                raise ValueError("not FLV")
-            offset = int.from_bytes(self._buf[5:9], "big")
-            if not 9 <= offset <= 64:
-                raise ValueError("bad FLV header size")
-            self._want_audio, self._want_video = bool(self._buf[4] & 0x04), bool(self._buf[4] & 0x01)
-            del self._buf[:offset + 4]  # the header and PreviousTagSize0
-            self._header = True
-        while not self.done and len(self._buf) >= 11:
-            size = int.from_bytes(self._buf[1:4], "big")
-            if len(self._buf) < 11 + size + 4:
-                return
-            kind = self._buf[0] & 0x1F
-            ts = int.from_bytes(self._buf[4:7], "big") | (self._buf[7] << 24)
-            body = bytes(self._buf[11:11 + size])
-            del self._buf[:11 + size + 4]
-            self._tag(kind, ts, body)
+            self._tag(tag.type, tag.timestamp, tag.raw[11:-4])
 
     def _tag(self, kind: int, ts: int, body: bytes) -> None:
         if kind == 18:
