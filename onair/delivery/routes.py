@@ -15,8 +15,8 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
-from prometheus_client import Counter
 
+from onair.delivery.metrics import PLAYBACK_REQUESTS
 from onair.delivery.playback import Playback, playback_of
 from onair.formats.hls import TsVariant, render_ts_master, rewrite_ts_playlist
 from onair.hub.live_stream import LiveStream
@@ -35,8 +35,6 @@ BLOCKING_RELOAD_CACHE = {"Cache-Control": "public, max-age=2"}
 # parts, segments, init sections never change under their name; 30 s outlives the live window they are asked
 # for in, yet not the session: a new session numbers its media from 0 again
 MEDIA_CACHE = {"Cache-Control": "public, max-age=30, immutable"}
-PLAYBACK_REQUESTS = Counter("onair_playback_requests_total", "Playback requests answered (every kind, every status)",
-                            ["kind", "status"])
 _NAME = re.compile(r"^[A-Za-z0-9]{1,16}$")
 _SEG = re.compile(r"^seg([0-9]{1,9})\.m4s$")
 _PART = re.compile(r"^part([0-9]{1,9})\.([0-9]{1,4})\.m4s$")

@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Gauge
 
 from onair.config import Settings
+from onair.delivery.metrics import PLAYBACK_REQUESTS
 from onair.delivery.playback import Playback, playback_of
-from onair.delivery.routes import PLAYBACK_REQUESTS
 from onair.hub.events import FeedSwitched, HubEvent, PublisherEnded, PublisherLive, SessionEnded, SessionStarted
 from onair.hub.live_stream import LiveStream
 
