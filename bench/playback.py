@@ -29,7 +29,18 @@ import httpx
 
 from bench.harness import poll, running_server, stop_process
 from bench.http1 import Connection
-from bench.procs import CpuMeter, loadavg, nginx, push_file, ratio, self_cpu, source_file, table
+from bench.procs import (
+    CpuMeter,
+    cpu_ms_per_s,
+    descendants,
+    loadavg,
+    nginx,
+    push_file,
+    ratio,
+    self_cpu,
+    source_file,
+    table,
+)
 
 PART_URI = re.compile(r'#EXT-X-PART:[^\n]*URI="([^"]+)"')
 PRELOAD_HINT = re.compile(r'#EXT-X-PRELOAD-HINT:[^\n]*URI="part(\d+)\.(\d+)\.m4s"')
@@ -136,6 +147,10 @@ class Run:
     def per_core(self) -> float:
         return self.viewers / self.cores if self.cores > 0 else float("inf")
 
+    @property
+    def ms_per_viewer(self) -> float:
+        return cpu_ms_per_s(self.cores, self.viewers)
+
 
 def _pct(values: list[float], q: float) -> float:
     if not values:
@@ -207,6 +222,10 @@ def main(quick: bool = False) -> None:
             idle_cores = idle.stop().cores
             print(f"    live 640x360@30 stream, tracks {', '.join(paths)}; onair process idle (ingest + packaging, "
                   f"no viewers) {idle_cores:.3f} cores; load average {loadavg()}", flush=True)
+            # the children do ingest/packaging whatever the number of viewers, so they are left out of the count
+            kids = descendants(srv.proc.pid)
+            print(f"    counted: utime+stime of the `onair serve` process alone, minus its idle; not counted: its "
+                  f"children ({', '.join(kids) or 'none'}); nginx: master + worker", flush=True)
             for m in levels:
                 async def onair_run(m: int = m) -> Run:
                     counters = [Counters() for _ in range(m * len(paths))]
@@ -258,16 +277,18 @@ def _baseline(snap_dir: Path, levels: list[int], runs: list[Run], tracks: dict[s
 
 
 def _report(runs: list[Run]) -> None:
-    rows = [["server", "viewers", "viewer cores", "viewers/core", "parts/s", "Mbit/s", "part p50 ms",
-             "part p99 ms", "errors", "client cores"]]
+    rows = [["server", "viewers", "viewer cores", "viewers/core", "CPU ms/viewer/s", "parts/s", "Mbit/s",
+             "part p50 ms", "part p99 ms", "errors", "client cores"]]
     for r in runs:
-        rows.append([r.label, str(r.viewers), f"{r.cores:.3f}", f"{r.per_core:.0f}", f"{r.parts_per_s:.0f}",
-                     f"{r.mbit_s:.1f}", f"{r.part_p50:.1f}", f"{r.part_p99:.1f}", str(r.errors),
-                     f"{r.client_cores:.2f}"])
+        rows.append([r.label, str(r.viewers), f"{r.cores:.3f}", f"{r.per_core:.0f}", f"{r.ms_per_viewer:.2f}",
+                     f"{r.parts_per_s:.0f}", f"{r.mbit_s:.1f}", f"{r.part_p50:.1f}", f"{r.part_p99:.1f}",
+                     str(r.errors), f"{r.client_cores:.2f}"])
     table(rows)
     half = len(runs) // 2
     for on, st in zip(runs[:half], runs[half:], strict=True):
-        print(f"    {on.viewers} viewers: onair/nginx viewers per core {ratio(on.per_core, st.per_core)}", flush=True)
+        print(f"    {on.viewers} viewers: onair/nginx viewers per core {ratio(on.per_core, st.per_core)}; "
+              f"CPU per viewer {on.ms_per_viewer:.2f} vs {st.ms_per_viewer:.2f} ms/s "
+              f"(onair/nginx {ratio(on.ms_per_viewer, st.ms_per_viewer)})", flush=True)
     print(f"    (a viewer = video + audio playlist loops, 2 requests per part each; "
           f"load average after {loadavg()})", flush=True)
 

@@ -122,6 +122,16 @@ class CpuMeter:
         return self.cpu / self.wall if self.wall else float("nan")
 
 
+def cpu_ms_per_s(cores: float, n: int) -> float:
+    """CPU milliseconds per wall second for each of n clients: 1000 is a whole core each, 10 is 1 % of one."""
+    return 1000 * cores / n if n > 0 else float("nan")
+
+
+def descendants(pid: int) -> list[str]:
+    """The command names of pid's live descendants, to say what a tree measurement counted."""
+    return sorted(comm(p) for p in tree(pid)[1:])
+
+
 def self_cpu() -> float:
     t = os.times()
     return t.user + t.system
