@@ -13,6 +13,7 @@ import ctypes
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 
 from onair.app.edge import EdgeSettings, parse_node, render_edge_config
@@ -59,8 +61,6 @@ class ClusterSettings:
 
 async def _create_database(url: str) -> None:
     """CREATE DATABASE unless it exists, through the server's `postgres` database."""
-    import asyncpg  # only here: a node itself reaches PostgreSQL through SQLAlchemy
-
     parts = urlsplit(url.replace("postgresql+asyncpg://", "postgresql://", 1))
     name = parts.path.lstrip("/")
     if not name or '"' in name:
@@ -95,6 +95,28 @@ def _die_with_launcher() -> None:
     or edge keeps the ports (nginx's reuseport would even let a second edge share its port unnoticed)."""
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _check_free(settings: ClusterSettings) -> None:
+    """Refuse to start over another cluster: its nodes would answer our health checks instead of ours."""
+    wanted = [(socket.SOCK_STREAM, settings.edge_port)]
+    for i in range(len(NODES)):
+        wanted += [(socket.SOCK_STREAM, settings.http_port + i), (socket.SOCK_STREAM, settings.rtmp_port + i),
+                   (socket.SOCK_DGRAM, settings.srt_port + i)]
+    for kind, port in wanted:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            # as the nodes bind: a port in TIME_WAIT after a previous run is free, a listener is not
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((HOST, port))
+            except OSError as exc:
+                proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+                raise RuntimeError(f"{proto} port {port} on {HOST} is in use ({exc.strerror}): another "
+                                   "`make cluster` running? (the CLUSTER_*_PORT variables move the ports)") from None
+
+
+class _Stopped(Exception):
+    """Ctrl-C or SIGTERM."""
 
 
 class Cluster:
@@ -135,16 +157,16 @@ class Cluster:
 
     def _wait_healthy(self, url: str, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.stopping:
+        while time.monotonic() < deadline:
             self._check_children()
             try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                r = httpx.get(url + "/healthz", timeout=2)
+                if r.status_code == 200 and (what == "edge" or r.json().get("node") == what.removeprefix("node ")):
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        if not self.stopping:
-            raise RuntimeError(f"{what} not healthy within {timeout:.0f}s ({url}/healthz)")
+        raise RuntimeError(f"{what} not healthy within {timeout:.0f}s ({url}/healthz)")
 
     def _check_children(self) -> None:
         for what, proc in self.procs:
@@ -161,8 +183,12 @@ class Cluster:
 
     def start(self) -> None:
         s = self.s
+        _check_free(s)
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        asyncio.run(_create_database(s.database_url))
+        try:
+            asyncio.run(_create_database(s.database_url))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise RuntimeError(f"PostgreSQL at {s.database_url}: {exc}") from exc
         api_key = _api_key(s.data_dir)
         # the first node alone: it creates the schema in a fresh database, which concurrent starts would race on
         self._start_node(0, NODES[0], api_key)
@@ -173,8 +199,7 @@ class Cluster:
             self._wait_healthy(s.node_url(i), f"node {name}")
         edge = self._start_edge()
         self._wait_healthy(edge, "edge")
-        if not self.stopping:
-            self._print_urls(edge, api_key)
+        self._print_urls(edge, api_key)
 
     def _print_urls(self, edge: str, api_key: str) -> None:
         s = self.s
@@ -190,7 +215,7 @@ class Cluster:
         print("\n".join(lines), flush=True)
 
     def wait(self) -> None:
-        while not self.stopping:
+        while True:
             self._check_children()
             time.sleep(0.5)
 
@@ -211,7 +236,9 @@ def main() -> int:
     cluster = Cluster(ClusterSettings.from_env(dict(os.environ)))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        cluster.stopping = True
+        if not cluster.stopping:  # the first signal interrupts start() or wait(); later ones cannot cut stop()
+            cluster.stopping = True
+            raise _Stopped
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -219,6 +246,8 @@ def main() -> int:
     try:
         cluster.start()
         cluster.wait()
+    except _Stopped:
+        pass
     except Exception as exc:  # a clear line, then every child stopped
         print(f"cluster: {exc}", file=sys.stderr)
         code = 1
