@@ -6,10 +6,15 @@ BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg libsrt1.5-gnutls
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench soak lint fuzz deps system-deps clean
+.PHONY: run cluster test bench soak lint fuzz deps system-deps clean
 
 run: deps
 	$(BIN)/onair serve
+
+# Three nodes (a, b, c) sharing PostgreSQL and Redis, and the nginx caching edge, on this machine
+# (onair/app/cluster.py; README "Scaling out"). Ctrl-C stops them all.
+cluster: deps
+	$(BIN)/python -m onair.app.cluster
 
 test: deps test-deps
 	$(BIN)/ruff check onair tests bench fuzz
