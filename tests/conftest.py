@@ -112,7 +112,8 @@ class OnairServer:
 _PG_CREATED: list[str] = []
 
 
-def _pg_admin(sql: str) -> None:
+def pg_admin(sql: str) -> None:
+    """Run one statement on the PostgreSQL server's admin database (CREATE/DROP DATABASE)."""
     import asyncio
 
     import asyncpg
@@ -130,7 +131,7 @@ def _pg_admin(sql: str) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for name in _PG_CREATED:
         try:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         except Exception:  # noqa: BLE001 - cleanup is best effort
             pass
 

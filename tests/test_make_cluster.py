@@ -3,7 +3,6 @@ every child on SIGTERM or Ctrl-C (and when killed itself); a rerun on the same d
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PG_DSN_ADMIN, ROOT, wait_until
+from tests.conftest import PG_DSN_ADMIN, ROOT, pg_admin, wait_until
 
 pytestmark = pytest.mark.media
 
@@ -52,19 +51,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _pg(sql: str) -> None:
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_DSN_ADMIN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
 @pytest.fixture
 def cluster_env(redis_url: str) -> Iterator[dict[str, str]]:
     db = "onair_cluster_test_" + uuid.uuid4().hex[:8]  # created by the launcher itself
@@ -80,7 +66,7 @@ def cluster_env(redis_url: str) -> Iterator[dict[str, str]]:
         yield env
     finally:
         subprocess.run(["rm", "-rf", str(data)], check=False)
-        _pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def _run_once(env: dict[str, str], sig: int = signal.SIGTERM) -> str:
