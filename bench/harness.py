@@ -192,6 +192,10 @@ def chromium() -> Iterator[Any]:
 
     if not Path(CHROMIUM).exists():
         raise RuntimeError("Debian chromium is missing: run `make deps`")
+    # without hls.js/dash.js the player falls back to Chromium's native HLS, and every figure would be wrong
+    for lib in ("hls.js", "dashjs"):
+        if not (ROOT / "node_modules" / lib / "dist").is_dir():
+            raise RuntimeError(f"node_modules/{lib} is missing: run `make deps`")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
