@@ -137,21 +137,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _pg_database() -> str:
-    import asyncio
-
-    import asyncpg
-
     name = "onair_test_" + uuid.uuid4().hex[:10]
     _PG_CREATED.append(name)
-
-    async def create() -> None:
-        conn = await asyncpg.connect(PG_DSN_ADMIN)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
+    pg_admin(f'CREATE DATABASE "{name}"')
     return PG_DSN_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + name
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from onair.store.db import make_engine, migrate
 from onair.store.models import Base
@@ -33,3 +34,21 @@ def test_sqlite_schema_matches_models(tmp_path: Path) -> None:
 
 def test_postgresql_schema_matches_models() -> None:
     assert _diff(_pg_database()) == []
+
+
+def test_nodes_starting_together_on_a_new_postgresql_database_all_migrate() -> None:
+    """Three nodes' migrations at once: without the advisory lock two of them collide creating the tables."""
+    url = _pg_database()
+
+    async def run() -> list[str]:
+        engines = [make_engine(url) for _ in range(3)]
+        try:
+            await asyncio.gather(*(migrate(e) for e in engines))
+            async with engines[0].connect() as conn:
+                return list((await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars())
+        finally:
+            for e in engines:
+                await e.dispose()
+
+    assert len(asyncio.run(run())) == 1
+    assert _diff(url) == []

@@ -96,12 +96,16 @@ async def migrate(engine: AsyncEngine) -> None:
 
 
 MIGRATE_URL_ENV = "ONAIR_MIGRATE_DATABASE_URL"
+MIGRATION_LOCK_KEY = 0x6F6E6169  # "onai": the advisory lock held while the schema is migrated
 
 
 async def _migrate_here(url: str) -> None:
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # nodes starting together on one database: one migrates, the others wait and find it at head
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             await conn.run_sync(_upgrade)
     finally:
         await engine.dispose()
