@@ -115,14 +115,30 @@ def _check_free(settings: ClusterSettings) -> None:
                                    "`make cluster` running? (the CLUSTER_*_PORT variables move the ports)") from None
 
 
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"; the end of {path}:\n" + "\n".join(tail)
+
+
 class _Stopped(Exception):
     """Ctrl-C or SIGTERM."""
+
+
+@dataclass(frozen=True)
+class Child:
+    what: str  # "node a", "edge"
+    proc: subprocess.Popen[bytes]
+    log: Path
+    node: str | None = None  # the name a node's /healthz must report; None for the edge
 
 
 class Cluster:
     def __init__(self, settings: ClusterSettings) -> None:
         self.s = settings
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.children: list[Child] = []
         self.stopping = False
 
     def _start_node(self, i: int, name: str, api_key: str) -> None:
@@ -133,12 +149,13 @@ class Cluster:
                "ONAIR_SRT_PORT": str(s.srt_port + i), "ONAIR_RTMPS_PORT": "0",
                "ONAIR_DATABASE_URL": s.database_url, "ONAIR_REDIS_URL": s.redis_url, "ONAIR_API_KEY": api_key}
         (s.data_dir / name).mkdir(parents=True, exist_ok=True)
-        with open(s.data_dir / f"{name}.log", "ab") as log:
+        log_path = s.data_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
             # a session of its own: Ctrl-C reaches only this launcher, which stops the children in order
             proc = subprocess.Popen([sys.executable, "-m", "onair.app.cli", "serve"], env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     preexec_fn=_die_with_launcher)
-        self.procs.append((f"node {name}", proc))
+        self.children.append(Child(f"node {name}", proc, log_path, node=name))
 
     def _start_edge(self) -> str:
         s = self.s
@@ -152,34 +169,26 @@ class Cluster:
         conf.write_text(render_edge_config(EdgeSettings(listen=f"{HOST}:{s.edge_port}", nodes=nodes)))
         proc = subprocess.Popen([s.nginx, "-c", str(conf), "-p", str(prefix) + "/"], stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=_die_with_launcher)
-        self.procs.append(("edge", proc))
+        self.children.append(Child("edge", proc, prefix / "error.log"))
         return f"http://{HOST}:{s.edge_port}"
 
-    def _wait_healthy(self, url: str, what: str, timeout: float = 60) -> None:
+    def _wait_healthy(self, url: str, child: Child, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_children()
             try:
                 r = httpx.get(url + "/healthz", timeout=2)
-                if r.status_code == 200 and (what == "edge" or r.json().get("node") == what.removeprefix("node ")):
+                if r.status_code == 200 and (child.node is None or r.json().get("node") == child.node):
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"{what} not healthy within {timeout:.0f}s ({url}/healthz)")
+        raise RuntimeError(f"{child.what} not healthy within {timeout:.0f}s ({url}/healthz)")
 
     def _check_children(self) -> None:
-        for what, proc in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with {proc.returncode}{self._log_tail(what)}")
-
-    def _log_tail(self, what: str, lines: int = 5) -> str:
-        path = self.s.data_dir / (f"{what.removeprefix('node ')}.log" if what != "edge" else "edge/error.log")
-        try:
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return ""
-        return f"; the end of {path}:\n" + "\n".join(tail)
+        for child in self.children:
+            if child.proc.poll() is not None:
+                raise RuntimeError(f"{child.what} exited with {child.proc.returncode}{_log_tail(child.log)}")
 
     def start(self) -> None:
         s = self.s
@@ -190,15 +199,12 @@ class Cluster:
         except (OSError, asyncpg.PostgresError) as exc:
             raise RuntimeError(f"PostgreSQL at {s.database_url}: {exc}") from exc
         api_key = _api_key(s.data_dir)
-        # the first node alone: it creates the schema in a fresh database, which concurrent starts would race on
-        self._start_node(0, NODES[0], api_key)
-        self._wait_healthy(s.node_url(0), f"node {NODES[0]}")
-        for i, name in enumerate(NODES[1:], 1):
+        for i, name in enumerate(NODES):
             self._start_node(i, name, api_key)
-        for i, name in enumerate(NODES[1:], 1):
-            self._wait_healthy(s.node_url(i), f"node {name}")
+        for i, child in enumerate(list(self.children)):
+            self._wait_healthy(s.node_url(i), child)
         edge = self._start_edge()
-        self._wait_healthy(edge, "edge")
+        self._wait_healthy(edge, self.children[-1])
         self._print_urls(edge, api_key)
 
     def _print_urls(self, edge: str, api_key: str) -> None:
@@ -221,15 +227,15 @@ class Cluster:
 
     def stop(self) -> None:
         """The edge first (graceful SIGQUIT), then the nodes (SIGTERM); whatever lingers is killed."""
-        for what, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGQUIT if what == "edge" else signal.SIGTERM)
-        for _, proc in reversed(self.procs):
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM if child.node else signal.SIGQUIT)
+        for child in reversed(self.children):
             try:
-                proc.wait(20)
+                child.proc.wait(20)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+                child.proc.kill()
+                child.proc.wait(5)
 
 
 def main() -> int:
