@@ -10,6 +10,13 @@ import pytest
 from onair.formats.fmp4 import parse_fragment, parse_init
 from onair.formats.fmp4.split import sample_run, split_fragment
 from onair.package.live import LiveStreamPackage
+from onair.transcode.command import (
+    FIRST_KEYFRAME_INTERVAL_S,
+    FMP4_MOVFLAGS,
+    FRAG_DURATION_US,
+    KEYFRAME_INTERVAL_S,
+    forced_keyframes,
+)
 from tests.test_cmaf_packager import fragments
 from tests.test_fmp4 import ffmpeg_audio, ffmpeg_video, needs_ffmpeg
 
@@ -74,3 +81,46 @@ def test_audio_segments_follow_the_video_segments(audio_first: bool) -> None:
     for v, a in zip(vsegs[:-1], asegs[:-1], strict=True):
         assert abs(v.duration - a.duration) <= frame + 1e-9, (v.msn, v.duration, a.duration)
     assert audio.part_target <= 0.52
+
+
+LIVE_FRAGMENTS = ["-f", "mp4", "-movflags", FMP4_MOVFLAGS, "-frag_duration", str(FRAG_DURATION_US), "pipe:1"]
+
+
+def live_like(source: str, seconds: int, *codec: str) -> bytes:
+    cmd = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", source, "-t", str(seconds), *codec, *LIVE_FRAGMENTS]
+    return subprocess.run(cmd, check=True, capture_output=True, timeout=120).stdout
+
+
+def live_keyframed_video(seconds: int, rate: int = 30) -> bytes:
+    """Video keyframed and fragmented as the live transcoder does it (x264's own GOP one interval, as there)."""
+    return live_like(f"testsrc2=size=320x180:rate={rate}", seconds,
+                     "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-sc_threshold", "0",
+                     "-g", str(KEYFRAME_INTERVAL_S * rate), "-force_key_frames", forced_keyframes())
+
+
+@pytest.mark.parametrize(("audio_first", "rate"), [(False, 30), (True, 30), (False, 25)])
+def test_the_first_segment_is_short_and_the_audio_follows_it(audio_first: bool, rate: int) -> None:
+    """At 25 fps the early keyframe is the 13th frame (0.52 s): the audio's predicted cut finds it too."""
+    vinit, vfrags = fragments(live_keyframed_video(seconds=9, rate=rate))
+    ainit, afrags = fragments(live_like("sine=frequency=440:sample_rate=48000", 9, "-c:a", "aac"))
+    pkg = LiveStreamPackage(["v"], "audio", window_segments=20, first_segment=FIRST_KEYFRAME_INTERVAL_S,
+                            clock=lambda: T0 + timedelta(hours=1))
+    pkg.set_origin(T0)
+    order = _by_time(vinit, vfrags, ainit, afrags)
+    if audio_first:  # the audio's first boundary is predicted before the video's first segment is cut
+        order = [*order[:2], *(x for x in order[2:] if x[0] == "audio"), *(x for x in order[2:] if x[0] == "v")]
+    for name, data in order:
+        pkg.feed(name, data)
+    pkg.end()
+    video, audio = pkg.video["v"].packager, pkg.audio.packager if pkg.audio else None
+    assert audio is not None
+    vsegs, asegs = list(video.segments), list(audio.segments)
+    durations = [round(s.duration, 3) for s in vsegs]
+    assert FIRST_KEYFRAME_INTERVAL_S <= durations[0] < FIRST_KEYFRAME_INTERVAL_S + 1 / rate, durations
+    assert set(durations[1:-1]) == {float(KEYFRAME_INTERVAL_S)}, durations
+    assert video.segment_target(vsegs[0].msn) == FIRST_KEYFRAME_INTERVAL_S
+    assert video.segment_target(vsegs[1].msn) == KEYFRAME_INTERVAL_S
+    assert [s.msn for s in asegs] == [s.msn for s in vsegs]
+    frame = AAC_FRAME / audio.track.timescale
+    for v, a in zip(vsegs[1:], asegs[1:], strict=True):
+        assert abs(v.start - a.start) <= frame / 2 + 1e-9, (v.msn, v.start, a.start)

@@ -171,7 +171,7 @@ def _segment_template(
     entries = [(s.start_ticks, s.duration_ticks) for s in segs]
     cur = tp.current
     if include_in_progress and not ended and cur is not None and cur.parts:
-        entries.append((cur.start_ticks, max(cur.duration_ticks, round(tp.target_segment * ts))))
+        entries.append((cur.start_ticks, max(cur.duration_ticks, round(tp.segment_target(cur.msn) * ts))))
         if not segs:
             tmpl.set("startNumber", str(cur.msn))
     # Run-length encode equal, contiguous durations with @r.

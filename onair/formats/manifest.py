@@ -99,6 +99,8 @@ class TrackView(Protocol):
     @property
     def target_segment(self) -> float: ...  # configured segment duration
 
+    def segment_target(self, msn: int) -> float: ...  # nominal duration of that segment
+
     @property
     def target_duration(self) -> int: ...  # EXT-X-TARGETDURATION
 

@@ -26,6 +26,7 @@ from onair.hub.viewers import ViewerWindow
 from onair.package.live import LiveStreamPackage
 from onair.package.packager import Segment, TrackPackager
 from onair.package.window import dvr_window_segments
+from onair.transcode.command import FIRST_KEYFRAME_INTERVAL_S
 from onair.transcode.ladder import AUDIO_TRACK, Rendition, transcoded_quality_names
 from onair.transcode.transcoder import Transcoder
 
@@ -226,7 +227,7 @@ class LiveStream:
         plan = self.transcoder.plan
         has_audio = bool(self.transcoder.stats.audio_codec)
         return LiveStreamPackage([r.name for r in plan], AUDIO_TRACK if has_audio else None,
-                                 window_segments=self.window_segments,
+                                 first_segment=FIRST_KEYFRAME_INTERVAL_S, window_segments=self.window_segments,
                                  memory_segments=self.settings.live_window_segments,
                                  on_segment_complete=self._segment_complete)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-__all__ = ["CaptureClock"]
+__all__ = ["CaptureClock", "rebase_offset"]
 
 
 class CaptureClock:
@@ -60,3 +60,17 @@ class CaptureClock:
         if timeline_ahead > timedelta(0):
             self.anchor -= timeline_ahead
         return max(ahead, timedelta(0))
+
+
+def rebase_offset(first_start: int, next_decode: int | None, wallclock_ticks: int | None) -> int:
+    """Offset for the fragments of a new byte stream whose first decode time is `first_start`.
+
+    A restarted (or switched-over) encoder begins a new fMP4 stream with decode times from ~0. Its
+    fragments are shifted (tfdt rewritten, see shift_tfdt) to continue at the end of the previous
+    stream (`next_decode`), or later when the wall clock moved on further during the gap, so that
+    DASH availability times stay close to real time. HLS marks the boundary EXT-X-DISCONTINUITY.
+    """
+    target = next_decode or 0
+    if wallclock_ticks is not None:
+        target = max(target, wallclock_ticks)
+    return target - first_start

@@ -164,6 +164,7 @@ class LiveStreamPackage:
         audio_name: str | None = "audio",
         *,
         target_segment: float = 2.0,
+        first_segment: float | None = None,
         window_segments: int = 6,
         memory_segments: int | None = None,
         on_segment_complete: SegmentCallback | None = None,
@@ -181,6 +182,7 @@ class LiveStreamPackage:
                 TrackPackager(
                     name,
                     target_segment=target_segment,
+                    first_segment=first_segment,
                     window_segments=window_segments,
                     memory_segments=memory_segments,
                     on_segment_complete=on_segment_complete,

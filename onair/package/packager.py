@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from onair.formats.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init, shift_tfdt
 from onair.formats.fmp4.split import sample_run, split_fragment
-from onair.package.capture_clock import CaptureClock
+from onair.package.capture_clock import CaptureClock, rebase_offset
 from onair.package.segment import Part, Segment
 
 __all__ = [
@@ -39,20 +39,6 @@ def _utcnow() -> datetime:
 SegmentCallback = Callable[["TrackPackager", Segment], None]
 
 
-def rebase_offset(first_start: int, next_decode: int | None, wallclock_ticks: int | None) -> int:
-    """Offset for the fragments of a new byte stream whose first decode time is `first_start`.
-
-    A restarted (or switched-over) encoder begins a new fMP4 stream with decode times from ~0. Its
-    fragments are shifted (tfdt rewritten, see shift_tfdt) to continue at the end of the previous
-    stream (`next_decode`), or later when the wall clock moved on further during the gap, so that
-    DASH availability times stay close to real time. HLS marks the boundary EXT-X-DISCONTINUITY.
-    """
-    target = next_decode or 0
-    if wallclock_ticks is not None:
-        target = max(target, wallclock_ticks)
-    return target - first_start
-
-
 class TrackPackager:
     """Turns one ffmpeg fMP4 byte stream into an init segment plus a sliding window of segments/parts."""
 
@@ -61,19 +47,23 @@ class TrackPackager:
         name: str,
         *,
         target_segment: float = 2.0,
+        first_segment: float | None = None,
         window_segments: int,
         memory_segments: int | None = None,
         on_segment_complete: SegmentCallback | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         """`window_segments` complete segments are listed in playlists (the DVR window when DVR is on);
-        only the newest `memory_segments` of them keep their bytes in memory (default: all)."""
+        only the newest `memory_segments` of them keep their bytes in memory (default: all). A video track
+        cuts each byte stream's first segment after `first_segment` (its encoder forces an early keyframe so
+        that a player can start sooner), the others after `target_segment`."""
         if target_segment <= 0:
             raise ValueError("target_segment must be > 0")
         if window_segments < 1:
             raise ValueError("window_segments must be >= 1")
         self.name = name
         self.target_segment = target_segment
+        self.first_segment = target_segment if first_segment is None else min(first_segment, target_segment)
         self.window_segments = window_segments
         self.memory_segments = window_segments if memory_segments is None else max(1, memory_segments)
         self.on_segment_complete = on_segment_complete
@@ -326,7 +316,7 @@ class TrackPackager:
             if not sync:
                 return cur_dur >= _FORCE_CUT_FACTOR * self.target_segment
             # Cut at the keyframe closest to the target (GOP == target gives exact segments).
-            return cur_dur + frag_ticks / ts / 2 >= self.target_segment
+            return cur_dur + frag_ticks / ts / 2 >= self.segment_target(cur.msn)
         if self.leader is not None:
             sample = self._sample_ticks / self._samples if self._samples else 0.0
             return (frag_start + sample / 2 >= self._next_boundary(cur)
@@ -386,19 +376,32 @@ class TrackPackager:
         self._sample_ticks += frag.duration
         return 1
 
+    def segment_target(self, msn: int) -> float:
+        """Nominal duration of segment `msn`: short for the first of a video byte stream, else one target."""
+        first = self._stream_first
+        short = first is not None and first[0] == msn and self.is_video
+        return self.first_segment if short else self.target_segment
+
     def _next_boundary(self, cur: Segment) -> int:
         """Timeline ticks where the segment after `cur` begins: where the leader's segment of that number
         does; before the leader is there, whole targets after its newest segment of this byte stream
-        (its keyframes come every target), or after this track's first segment of the stream."""
+        (its keyframes come every target; its first segment of the byte stream is shorter), or after this
+        track's first segment of the stream."""
         msn = cur.msn + 1
-        ref = self._stream_first or (cur.msn, cur.start)
+        ref = first = self._stream_first or (cur.msn, cur.start)
         lead = self.leader
         if lead is not None and (seg := lead.get_segment(min(msn, lead.last_msn or 0))) is not None:
             if seg.msn == msn:
                 return round(seg.start * cur.timescale)
             if seg.msn >= ref[0]:
                 ref = (seg.msn, seg.start)
-        return round((ref[1] + (msn - ref[0]) * self.target_segment) * cur.timescale)
+        elapsed = (msn - ref[0]) * self.target_segment
+        if lead is not None and ref[0] == first[0]:
+            # the leader's first segment ends at its first frame at or after first_segment
+            fps = lead.frame_rate
+            short = math.ceil(lead.first_segment * fps - 0.05) / fps if fps else lead.first_segment
+            elapsed -= self.target_segment - short
+        return round((ref[1] + elapsed) * cur.timescale)
 
     def _split_at_boundary(self, data: bytes, frag: FragmentInfo, start: int) -> tuple[bytes, bytes] | None:
         """The fragment (timeline start `start`) cut at the sample nearest the next boundary, when that

@@ -12,6 +12,9 @@ FMP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 # target) at 0.6 s; ffmpeg flushes each fragment to the pipe as it completes (no muxer buffering).
 FRAG_DURATION_US = 200_000
 KEYFRAME_INTERVAL_S = 2
+# The first keyframe interval is short, and the packager closes the first segment there: a player gets a
+# playable playlist (and the stream turns `live`) a quarter of a GOP after the first frame, not a whole one.
+FIRST_KEYFRAME_INTERVAL_S = 0.5
 HLS_LIST_SIZE = 6
 SCREENSHOT_INTERVAL_S = 10
 SCREENSHOT_MAX_WIDTH = 1080
@@ -49,11 +52,13 @@ def build_ffmpeg_command(
     screenshot: bool = True,
     hls_list_size: int = HLS_LIST_SIZE,
     described: bool = False,
+    ts_continues: bool = False,
 ) -> list[str]:
     """Build the ffmpeg argv. Paths are relative: ffmpeg runs with ``cwd=work_dir`` (so tee option
     strings never need path escaping). ``track_fds`` maps track names (rendition names and
     ``"audio"``) to the pipe write fds inherited by ffmpeg. ``described``: the source's own headers said what
-    it carries (no ffprobe), so ffmpeg's own analysis is kept short."""
+    it carries (no ffprobe), so ffmpeg's own analysis is kept short. ``ts_continues``: an earlier run of this
+    stream wrote MPEG-TS playlists in the work dir, which this one continues."""
     has_video = source.has_video and bool(plan)
     has_audio = source.has_audio
     cmd = [
@@ -76,7 +81,7 @@ def build_ffmpeg_command(
         cmd += _video_codec_args(plan, source)
     if has_audio:
         cmd += ["-c:a", "aac", "-profile:a", "aac_low", "-b:a", f"{AUDIO_KBPS}k", "-ac", "2", "-ar", "48000"]
-    slaves = _tee_slaves(plan if has_video else [], has_audio, track_fds, hls_list_size)
+    slaves = _tee_slaves(plan if has_video else [], has_audio, track_fds, hls_list_size, ts_continues)
     # Tee does not advertise AVFMT_GLOBALHEADER, but mp4 with empty_moov needs the SPS/PPS and
     # AudioSpecificConfig up front; the mpegts muxer re-inserts them in-band by itself.
     cmd += ["-flags", "+global_header", "-f", "tee", "|".join(slaves)]
@@ -110,12 +115,21 @@ def _filter_graph(plan: Sequence[Rendition], source: SourceInfo, screenshot: boo
     return ";".join(chains)
 
 
+def forced_keyframes() -> str:
+    """Forced keyframes: the first frame, FIRST_KEYFRAME_INTERVAL_S later, then every KEYFRAME_INTERVAL_S.
+    Counted from the previous forced one, so a source whose timestamps do not start at 0 gets no burst; the
+    millisecond of slack keeps a frame whose time prints as 0.49999... from slipping to the next one (and
+    x264's own keyint from putting a keyframe one frame before it)."""
+    step = f"if(eq(n_forced,1),{FIRST_KEYFRAME_INTERVAL_S},{KEYFRAME_INTERVAL_S})"
+    return f"expr:if(n_forced,gte(t+0.001,prev_forced_t+{step}),1)"
+
+
 def _video_codec_args(plan: Sequence[Rendition], source: SourceInfo) -> list[str]:
     """x264 settings shared by all renditions, then each rendition's GOP and rate control."""
     args = [
         "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "high",
         "-pix_fmt", "yuv420p", "-sc_threshold", "0",
-        "-force_key_frames", f"expr:gte(t,n_forced*{KEYFRAME_INTERVAL_S})",
+        "-force_key_frames", forced_keyframes(),
     ]  # fmt: skip
     if source.fps is None:
         # variable-rate source (WebRTC): without a rate ffmpeg's CFR default would duplicate frames at
@@ -132,15 +146,15 @@ def _video_codec_args(plan: Sequence[Rendition], source: SourceInfo) -> list[str
 
 
 def _tee_slaves(video_plan: Sequence[Rendition], has_audio: bool, track_fds: dict[str, int],
-                hls_list_size: int) -> list[str]:
+                hls_list_size: int, ts_continues: bool) -> list[str]:
     """The tee outputs: one fMP4 pipe per video rendition, one for the audio, then one HLS per rendition."""
     frag = f"f=mp4:movflags={FMP4_MOVFLAGS}:frag_duration={FRAG_DURATION_US}"
-    hls = (
-        f"f=hls:{ON_DISK_FAIL}:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={hls_list_size}"
-        # append_list: after a restart ffmpeg continues the old playlist (numbering included) and
-        # marks the break with EXT-X-DISCONTINUITY; temp_file: segments appear atomically.
-        ":hls_flags=program_date_time+delete_segments+independent_segments+temp_file+append_list"
-    )
+    # temp_file: segments appear atomically. A restart continues the old playlist (append_list: numbering
+    # included, the break marked EXT-X-DISCONTINUITY); ffmpeg ignores hls_init_time then, so only a first run
+    # ends its first segment at the early keyframe (else it would run to the next one, 2.5 s).
+    flags = "program_date_time+delete_segments+independent_segments+temp_file"
+    hls = f"f=hls:{ON_DISK_FAIL}:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={hls_list_size}:hls_flags={flags}"
+    hls += "+append_list" if ts_continues else f":hls_init_time={FIRST_KEYFRAME_INTERVAL_S}"
     slaves = [f"[select=\\'v:{i}\\':{frag}]pipe:{track_fds[r.name]}" for i, r in enumerate(video_plan)]
     if has_audio:
         slaves.append(f"[select=a:{frag}]pipe:{track_fds[AUDIO_TRACK]}")

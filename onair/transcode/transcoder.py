@@ -355,6 +355,7 @@ class Transcoder:
         cmd = build_ffmpeg_command(
             ffmpeg=self.ffmpeg, input_format=self.input_format, plan=self._plan, source=self._source,
             track_fds=fds, progress_fd=prog_w, hls_list_size=self.hls_list_size, described=self._probe.described,
+            ts_continues=any((self.ts_dir / r.name / "index.m3u8").exists() for r in self._plan),
         )  # fmt: skip
         self.command = cmd
         log.debug("stream %s: ffmpeg command: %s", self.stream_id, " ".join(cmd))
