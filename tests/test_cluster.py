@@ -3,18 +3,23 @@ events seen from every node, node loss (SIGKILL) handled by the leases and the s
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import OnairServer, wait_until
-from tests.ingest_media import create_stream, get_stream, patch_stream
+from tests.ingest_media import create_stream, get_stream, patch_stream, source_args
 from tests.media import parse_master, push_rtmp, stop
 from tests.rtmp_client import Publisher
 
@@ -146,3 +151,56 @@ def test_node_loss_and_restart(make_server, pg_url: str, redis_url: str) -> None
             pub.close()
         for enc in encoders:
             stop(enc)
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture
+def hls_source(tmp_path: Path) -> Iterator[str]:
+    """A live HLS any number of nodes can pull: ffmpeg writing it, a plain HTTP server serving the files."""
+    root = tmp_path / "source"
+    root.mkdir()
+    encoder = subprocess.Popen([*source_args(size="320x240", rate=15), "-f", "hls", "-hls_time", "1",
+                                "-hls_list_size", "6", "-hls_flags", "delete_segments", str(root / "index.m3u8")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    files = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(root)))
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    try:
+        wait_until(lambda: (root / "index.m3u8").exists(), 10, what="the source playlist")
+        yield f"http://127.0.0.1:{files.server_address[1]}/index.m3u8"
+    finally:
+        files.shutdown()
+        stop(encoder)
+
+
+def _pulled(srv: OnairServer, sid: int) -> int:
+    """How often this node began pulling the stream's source (its log's "pulling" lines)."""
+    lines = srv.log_path.read_text(errors="replace").splitlines()
+    return sum(1 for ln in lines if '"pulling"' in ln and json.loads(ln).get("stream_id") == sid)
+
+
+def test_one_node_pulls_and_a_survivor_takes_over(make_server, pg_url: str, redis_url: str,  # type: ignore[no-untyped-def]
+                                                  hls_source: str) -> None:
+    nodes = {n: _node(make_server, n, pg_url, redis_url).start() for n in ("a", "b")}
+    stream = create_stream(nodes["a"], pull=True, uri=hls_source)
+    sid = stream["id"]
+    s = wait_until(lambda: (x := get_stream(nodes["b"], sid))["live"] and x, 30, what="the PULL live")
+    puller = s["active_ingest_region_primary"]
+    holder, survivor = (nodes["a"], nodes["b"]) if puller == "node-a" else (nodes["b"], nodes["a"])
+    # the other node waits with its claim: it never connects to the source
+    with httpx.Client(timeout=30) as http:
+        audio = stream["hls_cmaf_url"].rsplit("/", 1)[0] + "/audio/index.m3u8"
+        wait_until(lambda: http.get(audio).text.count("#EXTINF") >= 3, 30, what="pulled segments")
+    assert _pulled(holder, sid) == 1 and _pulled(survivor, sid) == 0
+
+    assert holder.proc is not None
+    holder.proc.send_signal(signal.SIGKILL)
+    holder.proc.wait(5)
+    killed = time.monotonic()
+    name = "node-a" if survivor is nodes["a"] else "node-b"
+    wait_until(lambda: _live_on(survivor, sid, name), 10, interval=0.2, what="the PULL live on the survivor")
+    print(f"\nPULL taken over by the survivor and live {time.monotonic() - killed:.2f}s after the SIGKILL")
+    assert _pulled(survivor, sid) == 1

@@ -79,6 +79,29 @@ async def test_a_lease_taken_over_is_reported_lost(redis_url: str) -> None:
         await a.client.aclose()
 
 
+async def test_one_puller_per_stream_and_a_lost_claim_is_reported(redis_url: str) -> None:
+    a, b = Cluster(redis_url, "a", "http://a"), Cluster(redis_url, "b", "http://b")
+    lost: list[int] = []
+    a.leases.on_pull_lost = lost.append
+    try:
+        assert await a.leases.claim_pull(11)
+        assert not await b.leases.claim_pull(11)  # held by A
+        assert await b.leases.claim(11, False)  # the feed is another lease
+        await a.leases.renew()
+        assert lost == []
+        await a.client.set(key_prefix(redis_url) + "lease:11:pull", "b|other", px=LEASE_TTL_MS)
+        await a.leases.renew()
+        assert lost == [11]  # compare-and-renew never touched B's claim
+        await b.client.delete(key_prefix(redis_url) + "lease:11:pull")
+        assert await b.leases.claim_pull(11)
+        await b.leases.release_pull(11)
+        assert await a.leases.claim_pull(11)
+        await a.leases.release_pull(11)
+    finally:
+        await a.client.aclose()
+        await b.client.aclose()
+
+
 async def test_membership_and_channel(redis_url: str) -> None:
     a, b = Cluster(redis_url, "a", "http://a"), Cluster(redis_url, "b", "http://b")
     got: asyncio.Queue[dict[str, object]] = asyncio.Queue()

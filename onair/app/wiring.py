@@ -139,6 +139,7 @@ def _link(cluster: Cluster, node: Node) -> None:
         return await node.live_state.clear(nodes)
 
     cluster.leases.on_lost = node.hub.lease_lost
+    cluster.leases.on_pull_lost = node.control.pulls.claim_lost
     cluster.hooks = ClusterHooks(control=control, snapshot=node.control.snapshot, owners=node.live_state.owners,
                                  clear=clear)
     node.control.cluster = cluster

@@ -40,57 +40,83 @@ def key_prefix(redis_url: str) -> str:
 
 
 class RedisLeases:
-    """The hub's FeedLeases port on Redis: this node's claims on the feeds it receives."""
+    """The hub's FeedLeases port on Redis: this node's claims on the feeds it receives and the sources it pulls."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, node: str, instance: str) -> None:
         self.client = client
         self.prefix = prefix
         self.holder = f"{node}|{instance}"  # the instance: a restarted node never renews its old leases
-        self._held: dict[tuple[int, bool], float] = {}  # lease → monotonic time of its last renewal
+        self._held: dict[tuple[int, str], float] = {}  # (stream id, slot) → monotonic time of its last renewal
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self.on_lost: Callable[[int, bool], None] = lambda stream_id, backup: None
+        self.on_pull_lost: Callable[[int], None] = lambda stream_id: None
 
-    def _key(self, stream_id: int, backup: bool) -> str:
-        return f"{self.prefix}lease:{stream_id}:{'b' if backup else 'p'}"
+    def _key(self, stream_id: int, slot: str) -> str:
+        return f"{self.prefix}lease:{stream_id}:{slot}"
 
-    async def claim(self, stream_id: int, backup: bool) -> bool:
+    async def _claim(self, stream_id: int, slot: str) -> bool:
         taken_at = time.monotonic()
-        if not await self.client.set(self._key(stream_id, backup), self.holder, nx=True, px=LEASE_TTL_MS):
+        if not await self.client.set(self._key(stream_id, slot), self.holder, nx=True, px=LEASE_TTL_MS):
             return False
-        self._held[(stream_id, backup)] = taken_at
+        self._held[(stream_id, slot)] = taken_at
         return True
 
+    async def _release_slot(self, stream_id: int, slot: str) -> None:
+        if self._held.pop((stream_id, slot), None) is not None:
+            await self._release(keys=[self._key(stream_id, slot)], args=[self.holder])
+
+    async def claim(self, stream_id: int, backup: bool) -> bool:
+        return await self._claim(stream_id, _feed_slot(backup))
+
     async def release(self, stream_id: int, backup: bool) -> None:
-        if self._held.pop((stream_id, backup), None) is not None:
-            await self._release(keys=[self._key(stream_id, backup)], args=[self.holder])
+        await self._release_slot(stream_id, _feed_slot(backup))
+
+    async def claim_pull(self, stream_id: int) -> bool:
+        return await self._claim(stream_id, _PULL_SLOT)
+
+    async def release_pull(self, stream_id: int) -> None:
+        await self._release_slot(stream_id, _PULL_SLOT)
 
     async def holder_of(self, stream_id: int, backup: bool) -> str | None:
         """The node receiving the feed now, None when nobody does."""
-        value = await self.client.get(self._key(stream_id, backup))
+        value = await self.client.get(self._key(stream_id, _feed_slot(backup)))
         if not value:
             return None
         return (value.decode() if isinstance(value, bytes) else str(value)).split("|", 1)[0]
 
     async def renew(self) -> None:
         """Extend every lease this node holds; a lease found gone, or not renewed within its TTL, is lost."""
-        for slot, renewed_at in list(self._held.items()):
+        for held, renewed_at in list(self._held.items()):
             started = time.monotonic()
             try:
-                kept = await self._renew(keys=[self._key(*slot)], args=[self.holder, LEASE_TTL_MS])
+                kept = await self._renew(keys=[self._key(*held)], args=[self.holder, LEASE_TTL_MS])
             except (RedisError, OSError) as exc:
                 if time.monotonic() - renewed_at < LEASE_TTL_MS / 1000:
-                    log.warning("feed lease not renewed, retrying", extra={"stream_id": slot[0],
-                                                                           "error": type(exc).__name__})
+                    log.warning("lease not renewed, retrying", extra={"stream_id": held[0], "slot": held[1],
+                                                                      "error": type(exc).__name__})
                     continue
                 kept = 0  # it has expired by now: another node may hold it
-            if slot not in self._held:
+            if held not in self._held:
                 continue  # released meanwhile
             if kept:
-                self._held[slot] = started
+                self._held[held] = started
             else:
-                del self._held[slot]
-                self.on_lost(*slot)
+                del self._held[held]
+                self._lost(*held)
+
+    def _lost(self, stream_id: int, slot: str) -> None:
+        if slot == _PULL_SLOT:
+            self.on_pull_lost(stream_id)
+        else:
+            self.on_lost(stream_id, slot == _feed_slot(True))
+
+
+_PULL_SLOT = "pull"  # who connects to a PULL stream's sources
+
+
+def _feed_slot(backup: bool) -> str:
+    return "b" if backup else "p"
 
 
 class Membership:

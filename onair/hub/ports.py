@@ -101,6 +101,13 @@ class FeedLeases(Protocol):
 
     async def release(self, stream_id: int, backup: bool) -> None: ...
 
+    async def claim_pull(self, stream_id: int) -> bool:
+        """True when this node now pulls the PULL stream's sources (exactly one node does); False when another
+        node does. Raises when it cannot tell. A claim the holder loses is reported to the puller."""
+        ...
+
+    async def release_pull(self, stream_id: int) -> None: ...
+
 
 class SingleNodeLeases:
     """One node: the hub's own in-use check is the whole rule, there is nobody else to ask."""
@@ -109,4 +116,10 @@ class SingleNodeLeases:
         return True
 
     async def release(self, stream_id: int, backup: bool) -> None:
+        return None
+
+    async def claim_pull(self, stream_id: int) -> bool:
+        return True
+
+    async def release_pull(self, stream_id: int) -> None:
         return None

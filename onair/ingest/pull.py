@@ -1,12 +1,14 @@
-"""PULL streams: the node fetches the source itself (spec §4.1 `pull`/`uri`, R10–R12).
+"""PULL streams: the node fetches the source itself (the stream's `pull` and `uri`).
 
 For each stream with `pull=true` and `active=true` a supervised task runs
 `ffmpeg -i <uri> -c copy -f flv|mpegts pipe:1` and feeds the bytes to a session opened at the hub's
 ingest gateway, like any push (the same transcoding/packaging path). `uri` may list several space-separated
 sources: on a connect failure, or when data stops for `pull_stall_timeout` seconds, the next one is
-tried, round-robin. One Publisher spans the switches (R12: `live` is the only liveness flag); a
+tried, round-robin. One Publisher spans the switches (`live` is the only liveness flag); a
 switch restarts the transcoder on the new input and the playlists continue with a discontinuity.
-After `pull_inactivity_timeout` seconds without any data the stream is set to `active=false` (R10).
+After `pull_inactivity_timeout` seconds without any data the stream is set to `active=false`.
+In a cluster every node supervises every PULL stream, but only the one holding its pull claim connects to
+the sources; the others wait and take over within a lease's lifetime when that node stops or dies.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger("onair.ingest.pull")
 _READ = 64 * 1024
 _CONNECT_TIMEOUT = 10.0  # seconds a source may take to deliver its first bytes
 _RETRY_PAUSE = 1.0  # between two attempts when a source gave nothing (a dead list must not spin)
+_CLAIM_RETRY = 1.0  # between two tries of a pull claim another node holds
 
 
 class _PullStream(Protocol):
@@ -105,10 +108,37 @@ class PullManager:
 
     # ------------------------------------------------------------------ one stream
 
+    def claim_lost(self, stream_id: int) -> None:
+        """Another node may pull the stream now: stop, and wait to claim it again (the cluster's callback)."""
+        entry = self._tasks.get(stream_id)
+        if entry is not None:
+            log.warning("pull claim lost: stopping", extra={"stream_id": stream_id})
+            entry[1].cancel()
+            self._tasks[stream_id] = (entry[0], asyncio.create_task(self._run(stream_id, split_uris(entry[0])),
+                                                                    name=f"pull-{stream_id}"))
+
+    async def _claim(self, sid: int) -> None:
+        """Returns once this node holds the stream's pull claim."""
+        unsure = False
+        while True:
+            try:
+                if await self.hub.leases.claim_pull(sid):
+                    return
+                unsure = False
+            except Exception as exc:  # noqa: BLE001 - the registry is unreachable: nobody may pull meanwhile
+                if not unsure:
+                    log.warning("pull claim unknown, retrying", extra={"stream_id": sid, "error": type(exc).__name__})
+                unsure = True
+            await asyncio.sleep(_CLAIM_RETRY)
+
     async def _run(self, sid: int, uris: list[str]) -> None:
         settings = self.settings
+        claimed = False
         state = _PullState(last_data=time.monotonic())
         try:
+            await self._claim(sid)
+            claimed = True
+            state.last_data = time.monotonic()
             index = 0
             while True:
                 uri = uris[index % len(uris)]
@@ -128,6 +158,9 @@ class PullManager:
             if state.publisher is not None:
                 with contextlib.suppress(Exception):
                     await state.publisher.close("pull stopped")
+            if claimed:
+                with contextlib.suppress(Exception):
+                    await self.hub.leases.release_pull(sid)
             if self._tasks.get(sid, ("", None))[1] is asyncio.current_task():
                 self._tasks.pop(sid, None)
 
