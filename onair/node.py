@@ -29,6 +29,7 @@ from onair.outputs.recorder import RecordingOutput
 from onair.outputs.recording import Recordings
 from onair.outputs.restream import Restreams
 from onair.outputs.webhooks import WebhookSender
+from onair.package.continuity import OutputContinuity, continuity_of
 from onair.store.live_state import LiveStateWriter
 from onair.store.models import Stream
 from onair.store.samples import StatsSampler
@@ -115,6 +116,11 @@ class LiveControl:
         """The live figures of the streams this node receives, for the other nodes' APIs."""
         return {s.stream_id: snapshot_entry(s.status(), self.recordings.duration(s.stream_id), s.viewer_count())
                 for s in self.hub.streams() if s.is_live}
+
+    def continuity(self) -> dict[int, OutputContinuity]:
+        """Where the outputs of the streams this node receives have got to (a new origin carries them on)."""
+        return {s.stream_id: record for s in self.hub.streams()
+                if s.is_live and s.package is not None and (record := continuity_of(s.package)) is not None}
 
     def total_viewers(self) -> int:
         return sum(s.viewer_count() for s in self.hub.streams() if s.is_live)

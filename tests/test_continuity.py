@@ -70,3 +70,32 @@ def test_implicit_restart_on_new_ftyp() -> None:
     assert tp.last_msn is not None and n is not None and tp.last_msn > n
     assert tp.init_version == 0 and any(s.discontinuity for s in tp.segments)
     assert "init-" not in render_hls_media(tp)
+
+
+def test_another_node_carries_the_output_on() -> None:
+    """A record of one package's output (as an origin reports it) makes a new package go on from it."""
+    from onair.package.continuity import OutputContinuity, continuity_of, resume
+    from onair.package.live import LiveStreamPackage
+
+    old = LiveStreamPackage(["v"], None, window_segments=4, clock=FakeClock())
+    old.set_origin(FakeClock()())
+    feed_chunked(old.rendition("v"), ffmpeg_video(seconds=7), seed=4)
+    record = continuity_of(old)
+    assert record is not None and record.last_msn == old.video["v"].packager.last_msn
+    assert OutputContinuity.from_json(record.to_json()) == record  # as it travels between nodes
+    for bad in (None, [], {"last_msn": -1}, {**record.to_json(), "anchor": "noon"},
+                {**record.to_json(), "timeline_end": float("nan")}, {**record.to_json(), "anchor": "2024-05-01T12:00"}):
+        assert OutputContinuity.from_json(bad) is None
+
+    new = LiveStreamPackage(["v"], None, window_segments=4, clock=FakeClock())
+    resume(new, record)
+    new.set_origin(FakeClock()())
+    feed_chunked(new.rendition("v"), ffmpeg_video(seconds=5, size="320x180"), seed=5)
+    tp = new.video["v"].packager
+    first = tp.segments[0]
+    assert first.msn == record.last_msn + 2 and first.discontinuity
+    assert first.start >= record.timeline_end  # the timeline goes on, never back
+    # the same anchor, moved back only because this fake clock runs behind the media fed at once
+    assert tp.wallclock_anchor is not None and tp.wallclock_anchor <= record.anchor
+    text = render_hls_media(tp)
+    assert f"#EXT-X-MEDIA-SEQUENCE:{first.msn}\n" in text and "#EXT-X-DISCONTINUITY\n" in text

@@ -82,7 +82,8 @@ async def create_node(settings: Settings, http_port: int | None = None) -> Node:
     urls = UrlBuilder(settings.public_host, 0, 0, 0, 0, settings.client_id)
     library = VideoLibrary(settings.data_dir / "videos", urls)
     cluster = _cluster(settings, name, http_port)
-    hub = StreamHub(settings, StoreCatalog(sessionmaker), leases=cluster.leases if cluster is not None else None)
+    hub = StreamHub(settings, StoreCatalog(sessionmaker), leases=cluster.leases if cluster is not None else None,
+                    continuity=cluster.continuity if cluster is not None else None)
     recordings = Recordings(settings.data_dir / "recordings", sessionmaker, library, settings.ffmpeg,
                             min_free_mb=settings.min_free_mb)
     recorder = RecordingOutput(hub, recordings, sessionmaker, data_dir=settings.data_dir,
@@ -140,7 +141,8 @@ def _link(cluster: Cluster, node: Node) -> None:
 
     cluster.leases.on_lost = node.hub.lease_lost
     cluster.leases.on_pull_lost = node.control.pulls.claim_lost
-    cluster.hooks = ClusterHooks(control=control, snapshot=node.control.snapshot, owners=node.live_state.owners,
+    cluster.hooks = ClusterHooks(control=control, snapshot=node.control.snapshot, continuity=node.control.continuity,
+                                 owners=node.live_state.owners,
                                  clear=clear)
     node.control.cluster = cluster
     node.cluster = cluster

@@ -18,8 +18,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from onair.cluster.registry import RENEW_PERIOD_S, ControlBus, Membership, RedisLeases, key_prefix
+from onair.cluster.registry import RENEW_PERIOD_S, ControlBus, Membership, RedisContinuity, RedisLeases, key_prefix
 from onair.cluster.status import RemoteLive, StatusBoard
+from onair.package.continuity import OutputContinuity
 
 __all__ = ["Cluster", "ClusterHooks"]
 
@@ -34,11 +35,13 @@ class ClusterHooks:
     def __init__(self, *, control: Callable[[str, int], Awaitable[None]],
                  snapshot: Callable[[], dict[int, dict[str, Any]]],
                  owners: Callable[[], Awaitable[set[str]]],
-                 clear: Callable[[set[str]], Awaitable[list[int]]]) -> None:
+                 clear: Callable[[set[str]], Awaitable[list[int]]],
+                 continuity: Callable[[], dict[int, OutputContinuity]]) -> None:
         self.control = control  # a control event of another node: (kind, id)
         self.snapshot = snapshot  # this node's live streams: {stream id: status.snapshot_entry}
         self.owners = owners  # the nodes the database names as receiving a live feed
         self.clear = clear  # end the live state of the feeds these (dead) nodes received
+        self.continuity = continuity  # where this node's live outputs have got to
 
 
 class Cluster:
@@ -49,6 +52,7 @@ class Cluster:
         prefix = key_prefix(redis_url)
         instance = secrets.token_hex(6)
         self.leases = RedisLeases(self.client, prefix, node, instance)
+        self.continuity = RedisContinuity(self.client, prefix)
         self.members = Membership(self.client, prefix, node, internal_url)
         self.bus = ControlBus(self.client, prefix, instance)
         self.board = StatusBoard()
@@ -119,13 +123,21 @@ class Cluster:
             except (RedisError, OSError) as exc:
                 log.warning("cluster heartbeat failed", extra={"error": type(exc).__name__})
             await self.leases.renew()  # renews what it can; reports what it lost
-            try:
-                streams = self.hooks.snapshot()
-                await self.bus.publish({"kind": "status", "node": self.node,
-                                        "streams": {str(k): v for k, v in streams.items()}})
-            except (RedisError, OSError):
-                pass  # the figures are a second old elsewhere; the next report replaces them
+            await self._report()
             await asyncio.sleep(max(0.0, RENEW_PERIOD_S - (time.monotonic() - started)))
+
+    async def _report(self) -> None:
+        """The live figures and output records of this node's streams (a failure here must not stop the beat)."""
+        assert self.hooks is not None
+        try:
+            streams = self.hooks.snapshot()
+            await self.bus.publish({"kind": "status", "node": self.node,
+                                    "streams": {str(k): v for k, v in streams.items()}})
+            await self.continuity.save(self.hooks.continuity())
+        except (RedisError, OSError):
+            pass  # the figures are a second old elsewhere; the next report replaces them
+        except Exception:
+            log.exception("cluster report failed")
 
     async def _reap_loop(self) -> None:
         assert self.hooks is not None

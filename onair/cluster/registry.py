@@ -19,13 +19,18 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-__all__ = ["LEASE_TTL_MS", "RENEW_PERIOD_S", "ControlBus", "Membership", "RedisLeases", "key_prefix"]
+from onair.package.continuity import OutputContinuity
+
+__all__ = ["LEASE_TTL_MS", "RENEW_PERIOD_S", "ControlBus", "Membership", "RedisContinuity", "RedisLeases",
+           "key_prefix"]
 
 log = logging.getLogger("onair.cluster")
 
 LEASE_TTL_MS = 3000  # a dead node's feeds are free again within this
 MEMBER_TTL_MS = 3000
 RENEW_PERIOD_S = 1.0  # two renewals may fail before a lease runs out
+# An origin's output record outlives it this long: a feed back elsewhere within it carries the playlists on
+CONTINUITY_TTL_MS = 60_000
 
 # KEYS[1] the lease, ARGV[1] the holder, ARGV[2] the TTL: only the holder extends it
 _RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
@@ -117,6 +122,34 @@ _PULL_SLOT = "pull"  # who connects to a PULL stream's sources
 
 def _feed_slot(backup: bool) -> str:
     return "b" if backup else "p"
+
+
+class RedisContinuity:
+    """The hub's ContinuityRecords port on Redis: each origin writes where its outputs are, every report."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def _key(self, stream_id: int) -> str:
+        return f"{self.prefix}output:{stream_id}"
+
+    async def save(self, records: dict[int, OutputContinuity]) -> None:
+        if not records:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream_id, record in records.items():
+                pipe.set(self._key(stream_id), json.dumps(record.to_json()), px=CONTINUITY_TTL_MS)
+            await pipe.execute()
+
+    async def load(self, stream_id: int) -> OutputContinuity | None:
+        value = await self.client.get(self._key(stream_id))
+        if not value:
+            return None
+        try:
+            return OutputContinuity.from_json(json.loads(value))
+        except ValueError:
+            return None
 
 
 class Membership:

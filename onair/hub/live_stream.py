@@ -23,6 +23,7 @@ from onair.hub.feeds import FeedSwitch
 from onair.hub.ports import PublishConfig, SegmentArchive, SegmentListener
 from onair.hub.publisher import Publisher
 from onair.hub.viewers import ViewerWindow
+from onair.package.continuity import OutputContinuity, resume
 from onair.package.live import LiveStreamPackage
 from onair.package.packager import Segment, TrackPackager
 from onair.package.window import dvr_window_segments
@@ -64,8 +65,11 @@ class LiveStatus:
 class LiveStream:
     def __init__(self, config: PublishConfig, work_dir: Path, settings: Settings, input_format: str, *,
                  make_transcoder: Callable[..., Transcoder] = Transcoder,
-                 on_playable: Callable[[LiveStream], None] | None = None) -> None:
+                 on_playable: Callable[[LiveStream], None] | None = None,
+                 resume_from: OutputContinuity | None = None) -> None:
+        """`resume_from`: the output another node made of this stream, which this one continues."""
         self.stream_id = config.stream_id
+        self._resume_from = resume_from
         self.make_transcoder = make_transcoder  # unit tests pass a fake that runs no ffmpeg
         self.config = config
         self.work_dir = work_dir
@@ -243,6 +247,8 @@ class LiveStream:
             return  # a retired transcoder flushing its last bytes
         if self.package is None:
             self.package = self._new_package()
+            if self._resume_from is not None:
+                resume(self.package, self._resume_from)
             self.package.set_origin(self.transcoder.clock_origin)
             self.package_ready.set()
         restarted = track in self._restart_pending

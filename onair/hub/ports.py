@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Protocol
 from onair.transcode.ladder import Rendition
 
 if TYPE_CHECKING:
+    from onair.package.continuity import OutputContinuity
     from onair.package.packager import Segment, TrackPackager
 
 __all__ = [
+    "ContinuityRecords",
     "FeedLeases",
     "IngestGateway",
     "IngestRefused",
@@ -107,6 +109,14 @@ class FeedLeases(Protocol):
         ...
 
     async def release_pull(self, stream_id: int) -> None: ...
+
+
+class ContinuityRecords(Protocol):
+    """Where each stream's live output has got to, kept by the cluster so that a new origin carries it on."""
+
+    async def load(self, stream_id: int) -> OutputContinuity | None:
+        """The newest record of the stream's output on another node, None when there is none (or it is old)."""
+        ...
 
 
 class SingleNodeLeases:

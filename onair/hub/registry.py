@@ -31,8 +31,16 @@ from onair.hub.events import (
 )
 from onair.hub.keys import parse_stream_key
 from onair.hub.live_stream import LiveStream
-from onair.hub.ports import FeedLeases, IngestRefused, PublishConfig, SingleNodeLeases, StreamCatalog
+from onair.hub.ports import (
+    ContinuityRecords,
+    FeedLeases,
+    IngestRefused,
+    PublishConfig,
+    SingleNodeLeases,
+    StreamCatalog,
+)
 from onair.hub.publisher import Publisher
+from onair.package.continuity import OutputContinuity
 from onair.transcode.transcoder import Transcoder
 
 __all__ = ["SOURCE_TYPES", "StreamHub"]
@@ -53,9 +61,10 @@ def _input_format(protocol: str) -> str:
 class StreamHub:
     def __init__(self, settings: Settings, catalog: StreamCatalog, *,
                  make_transcoder: Callable[..., Transcoder] = Transcoder,
-                 leases: FeedLeases | None = None) -> None:
+                 leases: FeedLeases | None = None, continuity: ContinuityRecords | None = None) -> None:
         self.settings = settings
         self.leases: FeedLeases = leases or SingleNodeLeases()  # the cluster's registry, when there is one
+        self.continuity = continuity  # one node: every session's output starts afresh
         self._holders: dict[tuple[int, bool], Publisher] = {}  # the publisher each lease of this node is for
         self.make_transcoder = make_transcoder
         self.catalog = catalog
@@ -149,11 +158,21 @@ class StreamHub:
         work_dir.mkdir(parents=True, exist_ok=True)
         self._stopped.discard(config.stream_id)
         stream = LiveStream(config, work_dir, self.settings, publisher.input_format,
-                            make_transcoder=self.make_transcoder, on_playable=self._playable)
+                            make_transcoder=self.make_transcoder, on_playable=self._playable,
+                            resume_from=await self._continuity(config.stream_id))
         stream.feeds.attach(publisher, feeding=True)
         self._streams[config.stream_id] = stream
         await self.events.emit(SessionStarted(stream))
         return stream
+
+    async def _continuity(self, stream_id: int) -> OutputContinuity | None:
+        if self.continuity is None:
+            return None
+        try:
+            return await self.continuity.load(stream_id)
+        except Exception as exc:  # the output starts afresh: players see a jump back, not a refused feed
+            log.warning("output continuity unknown", extra={"stream_id": stream_id, "error": type(exc).__name__})
+            return None
 
     async def _claim(self, publisher: Publisher, protocol: str, remote: str) -> None:
         """Take the feed's cluster lease for `publisher`: another node receiving the same key refuses it here."""

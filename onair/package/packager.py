@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from onair.formats.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init, shift_tfdt
 from onair.formats.fmp4.split import sample_run, split_fragment
 from onair.package.capture_clock import CaptureClock, rebase_offset
-from onair.package.segment import Part, Segment
+from onair.package.segment import Part, Segment, bitrates
 
 __all__ = [
     "Part",
@@ -96,6 +96,7 @@ class TrackPackager:
         self._rebase = False  # the next fragment starts a new timeline
         self._offset = 0  # added to decode times of the current byte stream
         self._discontinuity_next = False
+        self._resume_end: float | None = None  # seconds: the timeline end of another node's output, resumed
 
     # -- properties ---------------------------------------------------------------
 
@@ -150,20 +151,11 @@ class TrackPackager:
     @property
     def bandwidth(self) -> int:
         """Peak bits/s over recent complete segments (falls back to the in-progress segment)."""
-        rates = [s.size * 8 / s.duration for s in self._recent() if s.duration > 0]
-        return int(max(rates)) if rates else 0
+        return bitrates(self.segments, self.current, _BANDWIDTH_SEGMENTS)[0]
 
     @property
     def average_bandwidth(self) -> int:
-        recent = [s for s in self._recent() if s.duration > 0]
-        dur = sum(s.duration for s in recent)
-        return int(sum(s.size for s in recent) * 8 / dur) if dur > 0 else 0
-
-    def _recent(self) -> list[Segment]:
-        recent = [s for s in list(self.segments)[-_BANDWIDTH_SEGMENTS:] if not s.evicted]  # evicted: no bytes
-        if not recent and self.current is not None and self.current.parts:
-            recent = [self.current]
-        return recent
+        return bitrates(self.segments, self.current, _BANDWIDTH_SEGMENTS)[1]
 
     @property
     def last_msn(self) -> int | None:
@@ -295,6 +287,14 @@ class TrackPackager:
         self._track = parse_init(init)
         self.init = init
         self.inits[0] = init
+        if self._resume_end is not None:  # the first fragment goes on the resumed timeline (_start_timeline)
+            self._next_decode, self._rebase = round(self._resume_end * self._track.timescale), True
+
+    def resume(self, next_msn: int, discontinuities: int, timeline_end: float, anchor: datetime) -> None:
+        """Continue the output another node made of this stream, before any input: numbering after its
+        segments, a discontinuity, the same timeline (its end in seconds) and wall-clock anchor."""
+        self._next_msn, self.discontinuity_sequence = next_msn, discontinuities
+        self._resume_end, self.clock.anchor = timeline_end, anchor
 
     def _new_init(self, init: bytes) -> None:
         self._restarting = False

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["Part", "Segment"]
+__all__ = ["Part", "Segment", "bitrates"]
 
 
 @dataclass(slots=True)
@@ -68,3 +69,14 @@ class Segment:
         self._data = None
         self.parts = [Part(b"", p.duration, p.independent, p.decode_time, p.duration_ticks, p.sample_count)
                       for p in self.parts]
+
+
+def bitrates(segments: Sequence[Segment], current: Segment | None, count: int) -> tuple[int, int]:
+    """(peak, average) bits/s over the newest `count` complete segments that still hold their bytes, or over
+    the segment in progress when there are none."""
+    recent = [s for s in list(segments)[-count:] if not s.evicted and s.duration > 0]
+    if not recent and current is not None and current.parts and current.duration > 0:
+        recent = [current]
+    duration = sum(s.duration for s in recent)
+    peak = max((s.size * 8 / s.duration for s in recent), default=0.0)
+    return int(peak), int(sum(s.size for s in recent) * 8 / duration) if duration > 0 else 0
