@@ -18,9 +18,10 @@ from onair.hub.registry import StreamHub
 
 
 def test_one_node_never_imports_redis() -> None:
+    """Nor boto3: a node without object storage never loads it."""
     code = ("import sys, onair.app.server, onair.app.wiring, onair.app.cli, onair.node; "
-            "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith(('redis.', 'onair.cluster.link', "
-            "'onair.cluster.registry'))))")
+            "print(sorted(m for m in sys.modules if m in ('redis', 'boto3', 'botocore') or m.startswith(('redis.', "
+            "'boto3.', 'botocore.', 'onair.cluster.link', 'onair.cluster.registry'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

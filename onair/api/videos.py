@@ -97,5 +97,5 @@ async def delete_video(node: NodeDep, db: DbDep, video_id: int = VideoId) -> Res
     await db.delete(v)
     await db.commit()
     await node.control.video_deleted(video_id)  # a recording still feeding it stops, and stays deleted
-    node.library.delete_files(v)
+    await node.library.delete_files(v)
     return Response(status_code=204)

@@ -36,6 +36,7 @@ from onair.store.catalog import StoreCatalog, seed_quality_sets
 from onair.store.db import make_engine, make_sessionmaker, migrate
 from onair.store.live_state import LiveStateWriter
 from onair.store.models import ApiKey, Stream
+from onair.store.objects import ObjectStore
 from onair.store.samples import StatsSampler
 from onair.store.webhooks import Outbox
 from onair.timeutil import utcnow
@@ -80,7 +81,8 @@ async def create_node(settings: Settings, http_port: int | None = None) -> Node:
     sessionmaker = make_sessionmaker(engine)
     outbox = Outbox()
     urls = UrlBuilder(settings.public_host, 0, 0, 0, 0, settings.client_id)
-    library = VideoLibrary(settings.data_dir / "videos", urls)
+    storage = ObjectStore(settings.storage_url, settings.s3_endpoint_url) if settings.storage_url else None
+    library = VideoLibrary(settings.data_dir / "videos", urls, storage)
     cluster = _cluster(settings, name, http_port)
     hub = StreamHub(settings, StoreCatalog(sessionmaker), leases=cluster.leases if cluster is not None else None,
                     continuity=cluster.continuity if cluster is not None else None)

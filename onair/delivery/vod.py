@@ -1,4 +1,4 @@
-"""Playback of the video library: recordings (§14.4) and instant clips (§14.3).
+"""Playback of the video library: recordings and instant clips.
 
     /videos/{cid}_{slug}/master.m3u8 (MPEG-TS HLS), master-cmaf.m3u8 (fMP4 HLS), master.mpd (DASH), poster.jpg,
         {hls,cmaf}/..., any `*.mp4` name the API hands out (origin_*/converted_videos), + /download[={name}]
@@ -7,17 +7,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from onair.delivery.playback import Playback, playback_of
 from onair.store.models import Clip
 
 router = APIRouter(tags=["vod"])
+log = logging.getLogger("onair.delivery.vod")
 
 HLS_TYPE = "application/vnd.apple.mpegurl"
 CACHE = {"Cache-Control": "public, max-age=60"}
@@ -41,11 +43,28 @@ def _missing(text: str = "not found", status: int = 404) -> Response:
     return PlainTextResponse(text + "\n", status_code=status, headers={"Cache-Control": "no-cache"})
 
 
-def _file(path: Path, headers: dict[str, str] | None = None) -> Response:
-    if not path.is_file():
-        return _missing()
-    return FileResponse(path, media_type=_TYPES.get(path.suffix, "application/octet-stream"),
-                        headers={**CACHE, **(headers or {})})
+async def _file(request: Request, name: str, headers: dict[str, str] | None = None,
+                missing: Response | None = None) -> Response:
+    """The library file `name` (`videos/{slug}/...`, `clips/{id}/...`): from this node's disk, else from the
+    object storage, where another node put what it finished; `missing` (default 404) when neither has it."""
+    library = _node(request).library
+    path = library.local(name)
+    media_type = _TYPES.get(PurePosixPath(name).suffix, "application/octet-stream")
+    if path.is_file():
+        return FileResponse(path, media_type=media_type, headers={**CACHE, **(headers or {})})
+    if library.storage is None:
+        return missing or _missing()
+    try:
+        stored = await library.storage.get(name, request.headers.get("range"))
+    except library.storage.errors as exc:
+        log.warning("object storage unavailable", extra={"object": name, "error": type(exc).__name__})
+        return _missing("storage unavailable, try again", 503)
+    if stored is None:
+        return missing or _missing()
+    if stored.status == 416:
+        return _missing("range not satisfiable", 416)
+    return StreamingResponse(stored.chunks(), status_code=stored.status, media_type=media_type,
+                             headers={**CACHE, **stored.headers, **(headers or {})})
 
 
 @router.get("/videos/{vid}/{file:path}")
@@ -54,20 +73,20 @@ async def video_file(request: Request, vid: str, file: str) -> Response:
     m = _VID.match(vid)
     if m is None or int(m[1]) != node.urls.client_id:
         return _missing()
-    vdir = node.library.video_dir(m[2])
+    vdir = node.library.video_name(m[2])
     if _VOD_FILE.match(file):
-        return _file(vdir / file)
+        return await _file(request, f"{vdir}/{file}")
     name, _, rest = file.partition("/")
     if not _MP4.match(name):
         return _missing()
     # every MP4 name the API hands out for a recording is its one MP4 (origin = the only rendition)
     if not rest:
-        return _file(vdir / "video.mp4")
+        return await _file(request, f"{vdir}/video.mp4")
     d = _DOWNLOAD.match(rest)
     if d is None:
         return _missing()
     filename = (d[2] + ".mp4") if d[2] else name
-    return _file(vdir / "video.mp4", {"Content-Disposition": f'attachment; filename="{filename}"'})
+    return await _file(request, f"{vdir}/video.mp4", {"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.get("/rec/{pid}/{file:path}")
@@ -86,12 +105,10 @@ async def clip_file(request: Request, pid: str, file: str) -> Response:
     now = time.time()
     if clip is None or clip.stream_id != stream_id or now >= clip.expiration:
         return _missing("clip not found or expired")
-    d = node.library.clip_dir(clip_id)
+    d = node.library.clip_name(clip_id)
     if top is not None:
-        path = d / f"{top[2]}.{top[3]}"
-        if not path.is_file() and now < clip.start + clip.duration + 60:
-            # R41: the clip is not complete yet (its end has not been recorded and cut)
-            return _missing("clip is not ready yet", 425)
-        return _file(path)
+        # before its end has been recorded and cut, the clip is not there yet
+        pending = _missing("clip is not ready yet", 425) if now < clip.start + clip.duration + 60 else None
+        return await _file(request, f"{d}/{top[2]}.{top[3]}", missing=pending)
     assert media is not None
-    return _file(d / media[2] / media[3])
+    return await _file(request, f"{d}/{media[2]}/{media[3]}")

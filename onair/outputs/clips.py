@@ -119,12 +119,28 @@ class Clipper:
                 log.warning("clip has no media in the DVR window", extra={"clip": clip_id})
                 if video_id is not None:
                     await self.recordings.set_video(video_id, status="error", error="no DVR data for the clip")
-            elif video_id is not None:
-                await self.recordings.import_file(video_id, slug, stream, d / "master.mp4")
+            else:
+                await self._store(clip_id, d)
+                if video_id is not None:
+                    await self.recordings.import_file(video_id, slug, stream, d / "master.mp4")
             await asyncio.sleep(max(0.0, expiration - time.time()))
         finally:
             if time.time() >= expiration:
                 await asyncio.to_thread(shutil.rmtree, self.clip_dir(clip_id), True)
+                await self._store(clip_id, None)
+
+    async def _store(self, clip_id: str, d: Path | None) -> None:
+        """Upload the cut clip (`d`) to the object storage, or delete it there (None): every node serves it."""
+        storage = self.library.storage
+        if storage is None:
+            return
+        try:
+            if d is not None:
+                await storage.upload_dir(d, self.library.clip_name(clip_id))
+            else:
+                await storage.delete_dir(self.library.clip_name(clip_id))
+        except storage.errors as exc:  # this node still serves it from its disk
+            log.warning("clip not stored", extra={"clip": clip_id, "error": type(exc).__name__})
 
     async def _write(self, output: LiveStream, d: Path, start: float, end: float) -> bool:
         pkg = output.package

@@ -281,6 +281,8 @@ class Recordings:
         if await self._dropped(video_id, directory, vdir):
             return
         tmp.replace(vdir / "video.mp4")
+        if self.library.storage is not None:  # before it is ready: any node may be asked for it then
+            await self.library.storage.upload_dir(vdir, self.library.video_name(slug))
         name = record_name(str(journal.get("stream_name", "")), recording_end(journal, plain)) if recovered else None
         found = await self.set_video(video_id, status="ready", duration_ms=int(info.duration * 1000), size=size,
                                      width=info.width, height=info.height, name=name)
