@@ -28,28 +28,28 @@ pytestmark = pytest.mark.media
 ACCEPTED = "NetStream.Publish.Start"
 
 
-def _node(make_server: Callable[..., OnairServer], name: str, pg_url: str, redis_url: str) -> OnairServer:
+def cluster_node(make_server: Callable[..., OnairServer], name: str, pg_url: str, redis_url: str) -> OnairServer:
     return make_server(name, database_url=pg_url, redis_url=redis_url, node_name=f"node-{name}",
                        allow_private_targets="true")
 
 
-def _push_url(srv: OnairServer, stream: dict[str, Any]) -> str:
+def push_url_on(srv: OnairServer, stream: dict[str, Any]) -> str:
     """The stream's push URL on this node (the URLs of a stream object point at the node that returned it)."""
     return f"rtmp://127.0.0.1:{srv.ports['rtmp']}/in/{stream['id']}?{stream['token']}"
 
 
-def _raw_publish(srv: OnairServer, stream: dict[str, Any]) -> tuple[str, Publisher]:
+def raw_publish(srv: OnairServer, stream: dict[str, Any]) -> tuple[str, Publisher]:
     pub = Publisher("127.0.0.1", srv.ports["rtmp"], timeout=5)
     return pub.publish("in", f"{stream['id']}?{stream['token']}"), pub
 
 
-def _live_on(srv: OnairServer, sid: int, node: str) -> dict[str, Any] | None:
+def live_on(srv: OnairServer, sid: int, node: str) -> dict[str, Any] | None:
     s = get_stream(srv, sid)
     return s if s["live"] and s["active_ingest_region_primary"] == node else None
 
 
 def test_healthz_names_the_node(make_server, pg_url: str, redis_url: str) -> None:  # type: ignore[no-untyped-def]
-    a = _node(make_server, "a", pg_url, redis_url).start()
+    a = cluster_node(make_server, "a", pg_url, redis_url).start()
     plain = make_server("plain").start()
     assert a.client().get("/healthz").json()["node"] == "node-a"
     # unset: host name + the HTTP port
@@ -58,15 +58,15 @@ def test_healthz_names_the_node(make_server, pg_url: str, redis_url: str) -> Non
 
 def test_push_seen_and_controlled_from_another_node(make_server, pg_url: str,  # type: ignore[no-untyped-def]
                                                     redis_url: str) -> None:
-    a = _node(make_server, "a", pg_url, redis_url).start()
-    b = _node(make_server, "b", pg_url, redis_url).start()
+    a = cluster_node(make_server, "a", pg_url, redis_url).start()
+    b = cluster_node(make_server, "b", pg_url, redis_url).start()
     stream = create_stream(b)
     sid = stream["id"]
-    encoder = push_rtmp(_push_url(a, stream), size="320x240", rate=15)
+    encoder = push_rtmp(push_url_on(a, stream), size="320x240", rate=15)
     try:
         wait_until(lambda: get_stream(a, sid)["live"], 20, what="live on A")
         went_live = time.monotonic()
-        s = wait_until(lambda: _live_on(b, sid, "node-a"), 2, interval=0.05, what="live through B's API")
+        s = wait_until(lambda: live_on(b, sid, "node-a"), 2, interval=0.05, what="live through B's API")
         print(f"\nlive through B {time.monotonic() - went_live:.2f}s after A")
         assert s["active_ingest_region_backup"] is None
         # the figures of the node receiving the stream reach B's API too
@@ -88,10 +88,10 @@ def test_push_seen_and_controlled_from_another_node(make_server, pg_url: str,  #
             assert http.get(b.base_url + "/cmaf/1_999999/master.m3u8").status_code == 404
 
         # one connection per key across nodes: B refuses the same key as A would, A's push goes on
-        code, pub = _raw_publish(b, stream)
+        code, pub = raw_publish(b, stream)
         pub.close()
         assert code != ACCEPTED, code
-        assert encoder.poll() is None and _live_on(b, sid, "node-a")
+        assert encoder.poll() is None and live_on(b, sid, "node-a")
 
         # switched off through B: A's publisher is cut within 3 s
         patch_stream(b, sid, active=False)
@@ -115,17 +115,17 @@ def _newest_msn(playlist: str) -> int:
 
 
 def test_node_loss_and_restart(make_server, pg_url: str, redis_url: str) -> None:  # type: ignore[no-untyped-def]
-    a = _node(make_server, "a", pg_url, redis_url).start()
+    a = cluster_node(make_server, "a", pg_url, redis_url).start()
     s1, s2 = create_stream(a), create_stream(a)
-    encoders: list[subprocess.Popen[bytes]] = [push_rtmp(_push_url(a, s), size="320x240", rate=15)
+    encoders: list[subprocess.Popen[bytes]] = [push_rtmp(push_url_on(a, s), size="320x240", rate=15)
                                                for s in (s1, s2)]
     pubs: list[Publisher] = []
     try:
         for s in (s1, s2):
-            wait_until(lambda s=s: _live_on(a, s["id"], "node-a"), 20, what="live on A")
+            wait_until(lambda s=s: live_on(a, s["id"], "node-a"), 20, what="live on A")
         # a node starting clears only its own rows: A's streams stay live
-        b = _node(make_server, "b", pg_url, redis_url).start()
-        assert _live_on(b, s1["id"], "node-a") and _live_on(b, s2["id"], "node-a")
+        b = cluster_node(make_server, "b", pg_url, redis_url).start()
+        assert live_on(b, s1["id"], "node-a") and live_on(b, s2["id"], "node-a")
         # A's output as B relays it, once A has reported it at least once (every second)
         before = wait_until(lambda: (p := _audio_playlist(b, s1)) and _newest_msn(p) >= 2 and p, 20,
                             what="A's playlist through B")
@@ -138,7 +138,7 @@ def test_node_loss_and_restart(make_server, pg_url: str, redis_url: str) -> None
             enc.wait(10)  # their connection died with the node
 
         def accepted_on_b() -> bool:
-            code, pub = _raw_publish(b, s1)
+            code, pub = raw_publish(b, s1)
             pubs.append(pub)
             return code == ACCEPTED
 
@@ -147,14 +147,14 @@ def test_node_loss_and_restart(make_server, pg_url: str, redis_url: str) -> None
         accepted = time.monotonic() - killed
         for pub in pubs:
             pub.close()
-        encoders.append(push_rtmp(_push_url(b, s1), size="320x240", rate=15))
+        encoders.append(push_rtmp(push_url_on(b, s1), size="320x240", rate=15))
         # B marks A's other stream not live (A's heartbeat expired) unless its feed returns
         wait_until(lambda: not get_stream(b, s2["id"])["live"], 10 - (time.monotonic() - killed), interval=0.2,
                    what="A's other stream not live")
         cleared = time.monotonic() - killed
         print(f"\nafter SIGKILL of A: re-push accepted by B in {accepted:.2f}s, A's other stream "
               f"not live in {cleared:.2f}s")
-        wait_until(lambda: _live_on(b, s1["id"], "node-b"), 20, what="the re-pushed stream live on B")
+        wait_until(lambda: live_on(b, s1["id"], "node-b"), 20, what="the re-pushed stream live on B")
         # the same playlist URL goes on from A's: later numbers, a discontinuity, new parts within 10 s of the kill
         after = wait_until(lambda: (p := _audio_playlist(b, s1)) and "#EXT-X-DISCONTINUITY\n" in p and p,
                            10 - (time.monotonic() - killed), interval=0.1, what="B's playlist going on from A's")
@@ -165,7 +165,7 @@ def test_node_loss_and_restart(make_server, pg_url: str, redis_url: str) -> None
 
         # A comes back under its name: it clears its own leftovers, never B's stream
         a.start()
-        assert _live_on(a, s1["id"], "node-b")
+        assert live_on(a, s1["id"], "node-b")
         assert not get_stream(a, s2["id"])["live"]
     finally:
         for pub in pubs:
@@ -205,7 +205,7 @@ def _pulled(srv: OnairServer, sid: int) -> int:
 
 def test_one_node_pulls_and_a_survivor_takes_over(make_server, pg_url: str, redis_url: str,  # type: ignore[no-untyped-def]
                                                   hls_source: str) -> None:
-    nodes = {n: _node(make_server, n, pg_url, redis_url).start() for n in ("a", "b")}
+    nodes = {n: cluster_node(make_server, n, pg_url, redis_url).start() for n in ("a", "b")}
     stream = create_stream(nodes["a"], pull=True, uri=hls_source)
     sid = stream["id"]
     s = wait_until(lambda: (x := get_stream(nodes["b"], sid))["live"] and x, 30, what="the PULL live")
@@ -222,6 +222,6 @@ def test_one_node_pulls_and_a_survivor_takes_over(make_server, pg_url: str, redi
     holder.proc.wait(5)
     killed = time.monotonic()
     name = "node-a" if survivor is nodes["a"] else "node-b"
-    wait_until(lambda: _live_on(survivor, sid, name), 10, interval=0.2, what="the PULL live on the survivor")
+    wait_until(lambda: live_on(survivor, sid, name), 10, interval=0.2, what="the PULL live on the survivor")
     print(f"\nPULL taken over by the survivor and live {time.monotonic() - killed:.2f}s after the SIGKILL")
     assert _pulled(survivor, sid) == 1

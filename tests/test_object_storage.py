@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import OnairServer, free_port, wait_until
 from tests.ingest_media import create_stream
 from tests.media import codecs, ffprobe, parse_master, push_rtmp, stop
-from tests.test_cluster import _node, _push_url
+from tests.test_cluster import cluster_node, push_url_on
 from tests.test_recording import api, ready_video, stream_state
 
 pytestmark = pytest.mark.media
@@ -59,15 +59,15 @@ def _objects(endpoint: str, prefix: str) -> list[str]:
 def test_a_recording_plays_from_another_node_after_its_origin_is_gone(  # type: ignore[no-untyped-def]
         make_server: Callable[..., OnairServer], pg_url: str, redis_url: str, s3_endpoint: str) -> None:
     storage = {"storage_url": f"s3://{BUCKET}/cluster-a", "s3_endpoint_url": s3_endpoint}
-    a = _node(make_server, "a", pg_url, redis_url)
+    a = cluster_node(make_server, "a", pg_url, redis_url)
     a.settings.update(storage)
-    b = _node(make_server, "b", pg_url, redis_url)
+    b = cluster_node(make_server, "b", pg_url, redis_url)
     b.settings.update(storage)
     a.start()
     b.start()
     stream = create_stream(b)
     sid = stream["id"]
-    encoder = push_rtmp(_push_url(a, stream), size="320x240", rate=15)
+    encoder = push_rtmp(push_url_on(a, stream), size="320x240", rate=15)
     try:
         wait_until(lambda: stream_state(a, sid)["live"], 20, what="live on A")
         with a.client() as c:

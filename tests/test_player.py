@@ -64,11 +64,11 @@ def test_player_info_and_vendor(server: OnairServer) -> None:
             assert r.status_code == 200 and "javascript" in r.headers["content-type"], name
 
 
-def _state(page: Any) -> str:
+def player_state(page: Any) -> str:
     return str(page.evaluate("document.body.dataset.state"))
 
 
-def _assert_plays(page: Any, timeout: float, console: list[str]) -> None:
+def assert_plays(page: Any, timeout: float, console: list[str]) -> None:
     """currentTime advances by a second and a decoded picture exists, within the deadline."""
     t0 = float(page.evaluate("onairPlayer.video.currentTime"))
 
@@ -91,16 +91,16 @@ def test_player_plays_then_goes_offline(server: OnairServer, browser: Any) -> No
     page.on("response", lambda r: missing.append(r.url) if r.status == 404 and "screenshot" in r.url else None)
     # before the push the page is offline and keeps retrying
     page.goto(stream["iframe_url"])
-    wait_until(lambda: _state(page) == "offline", 15, what="offline before the push")
+    wait_until(lambda: player_state(page) == "offline", 15, what="offline before the push")
     publisher = push_rtmp(stream["push_url"], size="640x360", rate=30)
     try:
-        wait_until(lambda: _state(page) == "playing", 40, what=f"playing; console: {console[-15:]}")
+        wait_until(lambda: player_state(page) == "playing", 40, what=f"playing; console: {console[-15:]}")
         assert page.evaluate("onairPlayer.mode") == "llhls" and page.evaluate("onairPlayer.hls !== null")
         # low latency: hls.js aims at the playlist's PART-HOLD-BACK and catches up when it falls behind
         config = page.evaluate("(() => { const c = onairPlayer.hls.config; return {ll: c.lowLatencyMode,"
                                " rate: c.maxLiveSyncPlaybackRate, sync: c.liveSyncDuration}; })()")
         assert config["ll"] is True and config["rate"] > 1 and config["sync"] is None, config
-        _assert_plays(page, 30, console)
+        assert_plays(page, 30, console)
         held = page.evaluate("(() => { const d = onairPlayer.hls.latestLevelDetails; return {target:"
                              " onairPlayer.hls.targetLatency, hold: d.partHoldBack, part: d.partTarget}; })()")
         assert held["hold"] == pytest.approx(3 * held["part"], abs=0.002) and held["part"] <= 0.34, held
@@ -112,10 +112,10 @@ def test_player_plays_then_goes_offline(server: OnairServer, browser: Any) -> No
         assert any(u.startswith(stream["screenshot"]) for u in requested)
         assert missing == []
         page.click("#onair-live")  # the live edge button keeps playback going
-        _assert_plays(page, 15, console)
+        assert_plays(page, 15, console)
     finally:
         stop(publisher)
-    wait_until(lambda: _state(page) == "offline", 45, interval=0.3,
+    wait_until(lambda: player_state(page) == "offline", 45, interval=0.3,
                what=f"offline after stop; console: {console[-15:]}")
     page.close()
 
@@ -130,8 +130,8 @@ def test_player_other_formats(server: OnairServer, browser: Any, query: str) -> 
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     try:
         page.goto(stream["iframe_url"] + "?" + query)
-        wait_until(lambda: _state(page) == "playing", 60, what=f"playing ?{query}; console: {console[-15:]}")
-        _assert_plays(page, 30, console)
+        wait_until(lambda: player_state(page) == "playing", 60, what=f"playing ?{query}; console: {console[-15:]}")
+        assert_plays(page, 30, console)
         if query == "dash":  # dash.js holds a set distance to the live edge with its catch-up
             streaming = page.evaluate("onairPlayer.dash.getSettings().streaming")
             assert streaming["delay"]["liveDelay"] == 1.5 and streaming["liveCatchup"]["enabled"] is True
@@ -169,7 +169,7 @@ def _open_playing(browser: Any, stream: dict[str, Any], console: list[str]) -> A
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.goto(stream["iframe_url"])
-    wait_until(lambda: _state(page) == "playing", 60, what=f"playing; console: {console[-15:]}")
+    wait_until(lambda: player_state(page) == "playing", 60, what=f"playing; console: {console[-15:]}")
     return page
 
 
@@ -201,7 +201,7 @@ def test_player_html_overlays(server: OnairServer, browser: Any, widget_server: 
     page = None
     try:
         page = _open_playing(browser, stream, console)
-        _assert_plays(page, 30, console)
+        assert_plays(page, 30, console)
         sel = f'#onair-overlays iframe[data-overlay-id="{oid}"]'
         # 640x360 source shown contained in 1280x720: every source pixel is 2x2 CSS pixels
         wait_until(lambda: _near(_box(page, sel), 80, 60, 400, 200), 15,
@@ -223,7 +223,7 @@ def test_player_html_overlays(server: OnairServer, browser: Any, widget_server: 
         with server.client() as c:
             assert c.delete(f"/streaming/streams/{sid}/overlays/{oid}").status_code == 204
         wait_until(lambda: page.query_selector(sel) is None, 15, what="deleted overlay removed")
-        _assert_plays(page, 15, console)  # overlay changes never interrupt playback
+        assert_plays(page, 15, console)  # overlay changes never interrupt playback
     finally:
         if page is not None:
             page.close()
@@ -240,7 +240,7 @@ def test_player_vr360_projection(server: OnairServer, browser: Any) -> None:
     page = None
     try:
         page = _open_playing(browser, stream, console)
-        _assert_plays(page, 30, console)  # the <video> stays the media element
+        assert_plays(page, 30, console)  # the <video> stays the media element
         wait_until(lambda: page.evaluate("onairPlayer.projection && onairPlayer.projection.frames > 0"), 30,
                    what=f"projection rendering; console: {console[-15:]}")
         proj = page.evaluate("({mode: onairPlayer.projection.mode, renderer: onairPlayer.projection.renderer})")
@@ -273,7 +273,7 @@ def test_player_dvr_scrubbing(server: OnairServer, browser: Any) -> None:
     page = None
     try:
         page = _open_playing(browser, stream, console)
-        _assert_plays(page, 30, console)
+        assert_plays(page, 30, console)
 
         def window_s() -> float:
             return float(page.evaluate("onairPlayer.video.seekable.length ? onairPlayer.video.seekable.end(0)"
@@ -285,13 +285,13 @@ def test_player_dvr_scrubbing(server: OnairServer, browser: Any) -> None:
         page.fill("#onair-seek", str(t0 - 10))  # the bar's input + change events: seek 10 s back
         wait_until(lambda: float(page.evaluate("onairPlayer.video.currentTime")) < t0 - 5, 10,
                    what=f"seeked back from {t0}; console: {console[-10:]}")
-        _assert_plays(page, 20, console)
+        assert_plays(page, 20, console)
         wait_until(lambda: page.inner_text("#onair-behind").startswith("-"), 10, what="'-mm:ss' behind live")
         assert float(page.evaluate("onairPlayer.latency().edge_s")) > 5
         page.click("#onair-live")
         wait_until(lambda: float(page.evaluate("onairPlayer.latency().edge_s")) < 3, 15,
                    what=f"back at the live edge; console: {console[-10:]}")
-        _assert_plays(page, 15, console)
+        assert_plays(page, 15, console)
     finally:
         if page is not None:
             page.close()
