@@ -103,14 +103,14 @@ def test_push_seen_and_controlled_from_another_node(make_server, pg_url: str,  #
         stop(encoder)
 
 
-def _audio_playlist(srv: OnairServer, stream: dict[str, Any]) -> str | None:
+def audio_playlist(srv: OnairServer, stream: dict[str, Any]) -> str | None:
     """The stream's LL-HLS audio playlist as this node serves it (from the origin when it is not one)."""
     url = stream["hls_cmaf_url"].replace(stream["hls_cmaf_url"].split("/cmaf/")[0], srv.base_url, 1)
     r = httpx.get(url.rsplit("/", 1)[0] + "/audio/index.m3u8", timeout=10)
     return r.text if r.status_code == 200 and "#EXTINF" in r.text else None
 
 
-def _newest_msn(playlist: str) -> int:
+def newest_msn(playlist: str) -> int:
     return max(int(m) for m in re.findall(r"part(\d+)\.\d+\.m4s", playlist))
 
 
@@ -127,7 +127,7 @@ def test_node_loss_and_restart(make_server, pg_url: str, redis_url: str) -> None
         b = cluster_node(make_server, "b", pg_url, redis_url).start()
         assert live_on(b, s1["id"], "node-a") and live_on(b, s2["id"], "node-a")
         # A's output as B relays it, once A has reported it at least once (every second)
-        before = wait_until(lambda: (p := _audio_playlist(b, s1)) and _newest_msn(p) >= 2 and p, 20,
+        before = wait_until(lambda: (p := audio_playlist(b, s1)) and newest_msn(p) >= 2 and p, 20,
                             what="A's playlist through B")
 
         assert a.proc is not None
@@ -156,11 +156,11 @@ def test_node_loss_and_restart(make_server, pg_url: str, redis_url: str) -> None
               f"not live in {cleared:.2f}s")
         wait_until(lambda: live_on(b, s1["id"], "node-b"), 20, what="the re-pushed stream live on B")
         # the same playlist URL goes on from A's: later numbers, a discontinuity, new parts within 10 s of the kill
-        after = wait_until(lambda: (p := _audio_playlist(b, s1)) and "#EXT-X-DISCONTINUITY\n" in p and p,
+        after = wait_until(lambda: (p := audio_playlist(b, s1)) and "#EXT-X-DISCONTINUITY\n" in p and p,
                            10 - (time.monotonic() - killed), interval=0.1, what="B's playlist going on from A's")
         print(f"B's playlist went on from A's {time.monotonic() - killed:.2f}s after the SIGKILL")
         sequence = int(re.findall(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", after)[0])
-        assert sequence > _newest_msn(before), (before, after)
+        assert sequence > newest_msn(before), (before, after)
         assert "#EXT-X-DISCONTINUITY-SEQUENCE" not in after  # A's output had no discontinuity: still 0
 
         # A comes back under its name: it clears its own leftovers, never B's stream

@@ -16,7 +16,15 @@ from tests.conftest import OnairServer, wait_until
 from tests.ingest_media import create_stream
 from tests.media import push_rtmp, stop
 from tests.rtmp_client import Publisher
-from tests.test_cluster import ACCEPTED, cluster_node, live_on, push_url_on, raw_publish
+from tests.test_cluster import (
+    ACCEPTED,
+    audio_playlist,
+    cluster_node,
+    live_on,
+    newest_msn,
+    push_url_on,
+    raw_publish,
+)
 from tests.test_player import assert_plays, player_state
 
 pytestmark = pytest.mark.media
@@ -49,6 +57,7 @@ def test_plays_from_a_third_node_and_resumes_after_the_origin_dies(  # type: ign
             assert_plays(page, 20, console)
             pages.append(page)
         hls_page = pages[0]
+        before = wait_until(lambda: audio_playlist(c, stream), 10, what="C's playlist")
 
         assert a.proc is not None
         a.proc.send_signal(signal.SIGKILL)
@@ -65,6 +74,11 @@ def test_plays_from_a_third_node_and_resumes_after_the_origin_dies(  # type: ign
         for pub in pubs:
             pub.close()
         encoders.append(push_rtmp(push_url_on(b, stream), size="320x240", rate=15))
+        # the same playlist URL on C goes on counting, with new parts within 10 s of the kill
+        after = wait_until(lambda: (p := audio_playlist(c, stream)) and "#EXT-X-DISCONTINUITY\n" in p and p,
+                           10 - (time.monotonic() - killed), interval=0.1, what="C's playlist going on")
+        assert newest_msn(after) > newest_msn(before)
+        print(f"\nC's playlist went on from A's {time.monotonic() - killed:.1f}s after the SIGKILL of A")
         # the page on C was never reloaded: hls.js finds the stream on B through C and goes on
         assert_plays(hls_page, 40, console)
         print(f"\nhls.js on C playing again {time.monotonic() - killed:.1f}s after the SIGKILL of A")
