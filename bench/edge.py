@@ -1,7 +1,7 @@
 """LL-HLS viewers through the nginx edge of `onair edge-config`: what they cost the node, and viewers per core.
 
 One node with bench/playback.py's live stream (a pre-encoded 640x360@30 file pushed with `ffmpeg -re -c copy`
-over RTMP; 0.5 s parts), and nginx running the config `onair edge-config --node` writes for it (proxy_cache,
+over RTMP), and nginx running the config `onair edge-config --node` writes for it (proxy_cache,
 proxy_cache_lock, `worker_processes auto`). N viewers run bench/playback.py's loops against the edge: each
 viewer a video and an audio playlist loop on its own keep-alive connection, blocking reload
 `index.m3u8?_HLS_msn=M&_HLS_part=P` for the preload-hinted part, then GET the newest part it lists. Over the
@@ -12,7 +12,11 @@ measured window:
 - edge viewer cores: nginx (master, workers, cache manager) plus the `onair serve` process alone minus its
   idle (stream live, no viewers; its ffmpeg children are not counted), as bench/playback.py counts onair;
   beside it, bench/playback.py's baseline: nginx serving a snapshot of the same files statically to the same
-  number of loops at the part rate measured through the edge.
+  number of loops at the part rate measured through the edge;
+- part latency through the edge (parts are asked for once listed, so nearly all are cache hits), and how long
+  after the first viewer the others get the same blocking reload's answer: nginx's proxy_cache_lock wakes no
+  waiter when the entry is filled, each re-checks on its own 500 ms timer (hard-wired in
+  ngx_http_file_cache.c), so the waiters' answers come up to 500 ms late.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 import httpx
 
 from bench.harness import poll, running_server, stop_process
-from bench.playback import Counters, Run, Snapshot, baseline, drive, live_tracks, ll_loop, new_loop, report
+from bench.playback import Counters, Run, Snapshot, baseline, drive, live_tracks, ll_loop, new_loop, pct, report
 from bench.procs import CpuMeter, cpu_seconds, descendants, loadavg, nginx_config, push_file, source_file
 from onair.app.edge import EdgeSettings, parse_node, render_edge_config
 
@@ -83,6 +87,20 @@ class EdgeMeter(CpuMeter):
         return self.nginx_cores + self.node_cores
 
 
+def reload_lag(tracks: list[list[Counters]]) -> list[float]:
+    """For each track's loops: how long after the first loop each other loop got the same blocking reload (ms)."""
+    lags: list[float] = []
+    for loops in tracks:
+        times: dict[tuple[int, int], list[float]] = {}
+        for c in loops:
+            for key, t in (c.answered or {}).items():
+                times.setdefault(key, []).append(t)
+        for ts in times.values():
+            first = min(ts)
+            lags.extend(1000 * (t - first) for t in ts if t is not first)
+    return lags
+
+
 def main(quick: bool = False) -> None:
     viewers = 40 if quick else 100
     warmup, window, idle_window = (2.0, 4.0, 2.0) if quick else (3.0, 10.0, 5.0)
@@ -113,8 +131,8 @@ def main(quick: bool = False) -> None:
                       f"master); counted: nginx master + children, and the `onair serve` process alone "
                       f"minus its idle (not its {', '.join(descendants(node_pid)) or 'no'} children)", flush=True)
 
-                async def edge_run() -> tuple[Run, EdgeMeter, int]:
-                    counters = [Counters() for _ in range(viewers * len(paths))]
+                async def edge_run() -> tuple[Run, EdgeMeter, list[Counters]]:
+                    counters = [Counters(answered={}) for _ in range(viewers * len(paths))]
                     loops = []
                     for i in range(viewers):
                         for j, (track, path) in enumerate(paths.items()):
@@ -124,13 +142,15 @@ def main(quick: bool = False) -> None:
                     meter = EdgeMeter(edge.pid, node_pid, srv.base_url)
                     run = await drive(f"nginx edge → onair, {viewers} viewers", viewers, loops, counters, meter,
                                       warmup, window, idle_cores)
-                    return run, meter, sum(c.requests for c in counters)
+                    return run, meter, counters
 
                 with asyncio.Runner(loop_factory=new_loop) as runner:
-                    run, meter, requests = runner.run(edge_run())
+                    run, meter, counters = runner.run(edge_run())
         finally:
             stop_process(pub)
 
+    requests = sum(c.requests for c in counters)
+    lag = reload_lag([counters[j::len(paths)] for j in range(len(paths))])
     runs = [run]
     baseline([viewers], runs, tracks, warmup, window)
     report(runs, "edge")
@@ -145,6 +165,9 @@ def main(quick: bool = False) -> None:
           f"{meter.node_cores:.3f} - its idle {idle_cores:.3f}; edge viewers per core {run.per_core:.0f} against "
           f"nginx static {runs[1].per_core:.0f}; part through the edge p50 {run.part_p50:.1f} ms, "
           f"p99 {run.part_p99:.1f} ms", flush=True)
+    print(f"    a blocking reload's answer through the edge, after the first viewer's for the same part: "
+          f"p50 {pct(lag, 0.5):.1f} ms, p99 {pct(lag, 0.99):.1f} ms, max {max(lag, default=float('nan')):.1f} ms "
+          f"({len(lag)} answers)", flush=True)
 
 
 if __name__ == "__main__":

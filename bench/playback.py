@@ -55,10 +55,13 @@ class Counters:
     errors: int = 0
     requests: int = 0  # every GET sent, answered or not
     part_ms: list[float] = field(default_factory=list)
+    answered: dict[tuple[int, int], float] | None = None  # when kept: (msn, part) → when its blocking reload came
 
     def reset(self) -> None:
         self.reloads = self.parts = self.bytes = self.errors = self.requests = 0
         self.part_ms.clear()
+        if self.answered is not None:
+            self.answered.clear()
 
 
 @dataclass
@@ -86,6 +89,8 @@ async def ll_loop(host: str, port: int, path: str, c: Counters, snap: Snapshot |
                 await asyncio.sleep(0.1)
                 continue
             c.reloads += 1
+            if c.answered is not None:
+                c.answered[msn, idx] = time.monotonic()
             text = body.decode()
             parts = PART_URI.findall(text)
             hint = PRELOAD_HINT.search(text)
