@@ -6,10 +6,11 @@ import argparse
 import sys
 import time
 
-from bench import api, ingest, latency, memory, playback, transcode, whep, whip_latency
+from bench import api, edge, ingest, latency, memory, playback, transcode, whep, whip_latency
 
 BENCHMARKS = {"latency": latency.main, "whip": whip_latency.main, "whep": whep.main, "ingest": ingest.main,
-              "playback": playback.main, "transcode": transcode.main, "api": api.main, "memory": memory.main}
+              "playback": playback.main, "edge": edge.main, "transcode": transcode.main, "api": api.main,
+              "memory": memory.main}
 
 
 def main(argv: list[str] | None = None) -> int:

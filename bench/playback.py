@@ -23,11 +23,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from bench.harness import poll, running_server, stop_process
+from bench.harness import Server, poll, running_server, stop_process
 from bench.http1 import Connection
 from bench.procs import (
     CpuMeter,
@@ -52,11 +53,15 @@ class Counters:
     parts: int = 0
     bytes: int = 0
     errors: int = 0
+    requests: int = 0  # every GET sent, answered or not
     part_ms: list[float] = field(default_factory=list)
+    answered: dict[tuple[int, int], float] | None = None  # when kept: (msn, part) → when its blocking reload came
 
     def reset(self) -> None:
-        self.reloads = self.parts = self.bytes = self.errors = 0
+        self.reloads = self.parts = self.bytes = self.errors = self.requests = 0
         self.part_ms.clear()
+        if self.answered is not None:
+            self.answered.clear()
 
 
 @dataclass
@@ -78,11 +83,14 @@ async def ll_loop(host: str, port: int, path: str, c: Counters, snap: Snapshot |
     try:
         while True:
             status, body = await conn.get(f"{path}?_HLS_msn={msn}&_HLS_part={idx}")
+            c.requests += 1
             if status != 200:
                 c.errors += 1
                 await asyncio.sleep(0.1)
                 continue
             c.reloads += 1
+            if c.answered is not None:
+                c.answered[msn, idx] = time.monotonic()
             text = body.decode()
             parts = PART_URI.findall(text)
             hint = PRELOAD_HINT.search(text)
@@ -91,6 +99,7 @@ async def ll_loop(host: str, port: int, path: str, c: Counters, snap: Snapshot |
                 continue
             t = time.monotonic()
             status, data = await conn.get(f"{base}/{parts[-1]}")
+            c.requests += 1
             if status != 200:
                 c.errors += 1
             else:
@@ -152,14 +161,14 @@ class Run:
         return cpu_ms_per_s(self.cores, self.viewers)
 
 
-def _pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def _drive(label: str, viewers: int, loops: list[asyncio.Task[None]], counters: list[Counters],
+async def drive(label: str, viewers: int, loops: list[asyncio.Task[None]], counters: list[Counters],
                  meter: CpuMeter, warmup: float, window: float, idle_cores: float) -> Run:
     try:
         await asyncio.sleep(warmup)
@@ -183,16 +192,32 @@ async def _drive(label: str, viewers: int, loops: list[asyncio.Task[None]], coun
     part_ms = [v for c in counters for v in c.part_ms]
     return Run(label, viewers, meter.cores - idle_cores, sum(c.parts for c in counters) / meter.wall,
                8 * sum(c.bytes for c in counters) / meter.wall / 1e6, statistics.median(part_ms) if part_ms else 0,
-               _pct(part_ms, 0.99), sum(c.errors for c in counters), client)
+               pct(part_ms, 0.99), sum(c.errors for c in counters), client)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
 
         return uvloop.new_event_loop()
     except ImportError:
         return asyncio.new_event_loop()
+
+
+def live_tracks(srv: Server, stream: dict[str, Any]) -> dict[str, str]:
+    """Once the stream is live with two segments: its first video and audio media playlists, track → path."""
+    master_url = stream["hls_cmaf_url"]
+    master = poll(lambda: (r := httpx.get(master_url, timeout=10)).status_code == 200 and r.text, 30, 0.1,
+                  "stream live")
+    uri = next(line for line in master.splitlines() if line and not line.startswith("#"))
+    audio = re.search(r'TYPE=AUDIO[^\n]*URI="([^"]+)"', master)
+    base_path = urlsplit(master_url).path.rsplit("/", 1)[0]
+    paths = {uri.split("/")[0]: f"{base_path}/{uri}"}
+    if audio:
+        paths[audio[1].split("/")[0]] = f"{base_path}/{audio[1]}"
+    poll(lambda: httpx.get(srv.base_url + paths[next(iter(paths))], timeout=10).text.count("#EXTINF") >= 2,
+         30, 0.2, "two segments")
+    return paths
 
 
 def main(quick: bool = False) -> None:
@@ -205,17 +230,7 @@ def main(quick: bool = False) -> None:
         stream = srv.create_stream("playback")
         pub = push_file(src, stream["push_url"])
         try:
-            master_url = stream["hls_cmaf_url"]
-            master = poll(lambda: (r := httpx.get(master_url, timeout=10)).status_code == 200 and r.text, 30, 0.1,
-                          "stream live")
-            uri = next(line for line in master.splitlines() if line and not line.startswith("#"))
-            audio = re.search(r'TYPE=AUDIO[^\n]*URI="([^"]+)"', master)
-            base_path = urlsplit(master_url).path.rsplit("/", 1)[0]
-            paths = {uri.split("/")[0]: f"{base_path}/{uri}"}
-            if audio:
-                paths[audio[1].split("/")[0]] = f"{base_path}/{audio[1]}"
-            poll(lambda: httpx.get(srv.base_url + paths[next(iter(paths))], timeout=10).text.count("#EXTINF") >= 2,
-                 30, 0.2, "two segments")
+            paths = live_tracks(srv, stream)
             assert srv.proc is not None
             idle = CpuMeter([srv.proc.pid], children=False).start()
             time.sleep(idle_window)
@@ -236,22 +251,27 @@ def main(quick: bool = False) -> None:
                             loops.append(asyncio.create_task(
                                 ll_loop("127.0.0.1", srv.http_port, path, counters[i * len(paths) + j], snap)))
                     assert srv.proc is not None
-                    return await _drive(f"onair blocking reload, {m} viewers", m, loops, counters,
+                    return await drive(f"onair blocking reload, {m} viewers", m, loops, counters,
                                         CpuMeter([srv.proc.pid], children=False), warmup, window, idle_cores)
 
-                with asyncio.Runner(loop_factory=_new_loop) as runner:
+                with asyncio.Runner(loop_factory=new_loop) as runner:
                     runs.append(runner.run(onair_run()))
         finally:
             stop_process(pub)
 
+    baseline(levels, runs, tracks, warmup, window)
+    report(runs)
+
+
+def baseline(levels: list[int], runs: list[Run], tracks: dict[str, Snapshot], warmup: float, window: float) -> None:
+    """For each level's run in runs, append nginx serving the snapshotted tracks statically at its part rate."""
     with tempfile.TemporaryDirectory(prefix="onair-bench-llhls-") as tmp:
         Path(tmp).chmod(0o755)  # nginx's worker runs as nobody
-        _baseline(Path(tmp), levels, runs, tracks, warmup, window)
-    _report(runs)
+        _static_runs(Path(tmp), levels, runs, tracks, warmup, window)
 
 
-def _baseline(snap_dir: Path, levels: list[int], runs: list[Run], tracks: dict[str, Snapshot], warmup: float,
-              window: float) -> None:
+def _static_runs(snap_dir: Path, levels: list[int], runs: list[Run], tracks: dict[str, Snapshot], warmup: float,
+                 window: float) -> None:
     for track, snap in tracks.items():
         (snap_dir / track).mkdir(parents=True, exist_ok=True)
         (snap_dir / track / "index.m3u8").write_text(snap.playlist)
@@ -269,14 +289,15 @@ def _baseline(snap_dir: Path, levels: list[int], runs: list[Run], tracks: dict[s
                 for i, (track, snap) in enumerate((t, s) for _ in range(m) for t, s in tracks.items()):
                     loops.append(asyncio.create_task(static_loop(ngx.port, track, list(snap.parts), interval, t0, i,
                                                                  counters[i])))
-                return await _drive(f"nginx static, same requests, {m} viewers", m, loops, counters,
+                return await drive(f"nginx static, same requests, {m} viewers", m, loops, counters,
                                     CpuMeter([ngx.pid]), warmup, window, 0.0)
 
-            with asyncio.Runner(loop_factory=_new_loop) as runner:
+            with asyncio.Runner(loop_factory=new_loop) as runner:
                 runs.append(runner.run(static_run()))
 
 
-def _report(runs: list[Run]) -> None:
+def report(runs: list[Run], name: str = "onair") -> None:
+    """The runs as a table, then each of the first half against its nginx static counterpart in the second."""
     rows = [["server", "viewers", "viewer cores", "viewers/core", "CPU ms/viewer/s", "parts/s", "Mbit/s",
              "part p50 ms", "part p99 ms", "errors", "client cores"]]
     for r in runs:
@@ -286,9 +307,9 @@ def _report(runs: list[Run]) -> None:
     table(rows)
     half = len(runs) // 2
     for on, st in zip(runs[:half], runs[half:], strict=True):
-        print(f"    {on.viewers} viewers: onair/nginx viewers per core {ratio(on.per_core, st.per_core)}; "
+        print(f"    {on.viewers} viewers: {name}/nginx viewers per core {ratio(on.per_core, st.per_core)}; "
               f"CPU per viewer {on.ms_per_viewer:.2f} vs {st.ms_per_viewer:.2f} ms/s "
-              f"(onair/nginx {ratio(on.ms_per_viewer, st.ms_per_viewer)})", flush=True)
+              f"({name}/nginx {ratio(on.ms_per_viewer, st.ms_per_viewer)})", flush=True)
     print(f"    (a viewer = video + audio playlist loops, 2 requests per part each; "
           f"load average after {loadavg()})", flush=True)
 

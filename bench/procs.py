@@ -10,7 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,26 +204,50 @@ def nginx(*, rtmp: bool = False, root: Path | None = None) -> Iterator[Nginx]:
             + f"daemon off; master_process on; worker_processes 1; pid {prefix}/nginx.pid;\n"
             + f"error_log {prefix}/logs/error.log warn;\n"
             + "events { worker_connections 4096; }\n" + body)
-        proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(prefix)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            def listening() -> bool:
-                if proc.poll() is not None:
-                    raise RuntimeError("nginx exited: " + (prefix / "logs/error.log").read_text(errors="replace"))
-                import socket
-                with socket.socket() as s:
-                    return s.connect_ex(("127.0.0.1", port)) == 0
+        with _running(conf, port, prefix / "logs/error.log", signal.SIGQUIT if not rtmp else signal.SIGTERM) as ngx:
+            yield ngx
 
-            poll(listening, 10, 0.05, "nginx listening")
-            yield Nginx(proc, port, prefix)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGQUIT if not rtmp else signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+
+@contextmanager
+def nginx_config(render: Callable[[str], str], error_log: str = "error.log") -> Iterator[Nginx]:
+    """nginx with a config of our own (render("127.0.0.1:PORT") → the file, e.g. `onair edge-config`'s), run
+    with a fresh prefix (-p DIR/) its workers can reach: relative paths in the file (cache, temp, logs) go there."""
+    if not have_nginx():
+        raise RuntimeError("nginx missing: run `make bench-deps`")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="onair-bench-nginx-") as tmp:
+        prefix = Path(tmp)
+        prefix.chmod(0o755)  # started as root, nginx runs its workers as nobody
+        conf = prefix / "nginx.conf"
+        conf.write_text(render(f"127.0.0.1:{port}"))
+        with _running(conf, port, prefix / error_log, signal.SIGQUIT) as ngx:
+            yield ngx
+
+
+@contextmanager
+def _running(conf: Path, port: int, error_log: Path, stop: signal.Signals) -> Iterator[Nginx]:
+    prefix = conf.parent
+    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", f"{prefix}/"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError("nginx exited: " + (error_log.read_text(errors="replace") if error_log.exists()
+                                                        else "(no error log)"))
+            import socket
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        poll(listening, 10, 0.05, "nginx listening")
+        yield Nginx(proc, port, prefix)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(stop)  # SIGQUIT: graceful, the workers finish, then exit
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 # --- output -----------------------------------------------------------------------------------------
