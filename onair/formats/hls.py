@@ -61,6 +61,9 @@ def render_hls_master(video_tracks: Sequence[TrackView], audio_track: TrackView 
             attrs.append(f"FRAME-RATE={fr:.3f}")
         if audio is not None:
             attrs.append('AUDIO="aud"')
+        # the transcoder writes no CEA-608/708 (-a53cc 0): saying so spares players a probe for them (Shaka's
+        # probe fetches the in-progress segment of a young live playlist by its absent URI, and fails)
+        attrs.append("CLOSED-CAPTIONS=NONE")
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(f"{v.name}/index.m3u8")
     if not videos and audio is not None:

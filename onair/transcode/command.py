@@ -128,7 +128,7 @@ def _video_codec_args(plan: Sequence[Rendition], source: SourceInfo) -> list[str
     """x264 settings shared by all renditions, then each rendition's GOP and rate control."""
     args = [
         "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "high",
-        "-pix_fmt", "yuv420p", "-sc_threshold", "0",
+        "-pix_fmt", "yuv420p", "-sc_threshold", "0", "-a53cc", "0",
         "-force_key_frames", forced_keyframes(),
     ]  # fmt: skip
     if source.fps is None:
