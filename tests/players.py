@@ -71,7 +71,9 @@ function start() {
     p.attach(v).then(() => p.load(url)).then(() => v.play().catch(() => {}))
       .catch((e) => failed("shaka load " + (e && e.code) + " " + e));
   }
-  v.play().catch(() => {});
+  // dash.js plays by itself (initialize's autoplay): a play() before it attached is a `play` event it never
+  // sees, and it then keeps its manifest refresh paused
+  if (kind !== "dashjs") v.play().catch(() => {});
 }
 start();
 </script></body></html>

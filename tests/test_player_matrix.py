@@ -107,9 +107,10 @@ def _stop_source(pub: Any) -> None:
         pub.stop()
 
 
-# Issue 14's bar, not met yet (the run's table goes to /tmp/onair-player-matrix.txt): dash.js started at `live`
-# stays at its first segment, Shaka throws on the first playlists and starts ~4 s late, GStreamer's hlsdemux2 and
-# dashdemux2 buffer ~3 s and 30 s before playing. Strict: the day it passes, this mark must go.
+# Issue 14's bar, not met yet (the run's table goes to /tmp/onair-player-matrix.txt): every player plays the 30 s,
+# but with five players and the source on two cores the browsers start 1.0-2.1 s after `live` (bar: 1 s), dash.js
+# stalls 4-9 times, and GStreamer's hlsdemux2 and dashdemux2 buffer ~4 s and ~30 s before playing. Strict: the
+# day it passes, this mark must go.
 @pytest.mark.xfail(strict=True, reason="issue 14 open: not every player starts within 1 s of live and plays 30 s")
 @pytest.mark.parametrize("source", ["rtmp-ffmpeg", "srt-ffmpeg", "whip"])
 def test_every_player_starts_at_live_and_plays(node: OnairServer, browser: Any, source: str) -> None:
