@@ -10,6 +10,7 @@ import pytest
 from onair.formats.fmp4 import parse_fragment, parse_init
 from onair.formats.fmp4.split import sample_run, split_fragment
 from onair.package.live import LiveStreamPackage
+from onair.package.packager import TrackPackager
 from onair.transcode.command import (
     FIRST_KEYFRAME_INTERVAL_S,
     FMP4_MOVFLAGS,
@@ -58,20 +59,28 @@ def _by_time(vinit: bytes, vfrags: list[bytes], ainit: bytes, afrags: list[bytes
     return [("v", vinit), ("audio", ainit)] + [(name, f) for _, name, f in sorted(timed, key=lambda x: x[0])]
 
 
-@pytest.mark.parametrize("audio_first", [False, True])
-def test_audio_segments_follow_the_video_segments(audio_first: bool) -> None:
-    vinit, vfrags = fragments(ffmpeg_video(seconds=11))
-    ainit, afrags = fragments(ffmpeg_audio(seconds=11))
-    pkg = LiveStreamPackage(["v"], "audio", window_segments=20, clock=lambda: T0 + timedelta(hours=1))
+def _packaged(vinit: bytes, vfrags: list[bytes], ainit: bytes, afrags: list[bytes], audio_first: bool,
+              first_segment: float | None = None) -> tuple[TrackPackager, TrackPackager]:
+    """The video and audio packagers after both tracks were fed, in time order or all the audio first."""
+    pkg = LiveStreamPackage(["v"], "audio", window_segments=20, first_segment=first_segment,
+                            clock=lambda: T0 + timedelta(hours=1))
     pkg.set_origin(T0)
     order = _by_time(vinit, vfrags, ainit, afrags)
-    if audio_first:  # the whole audio ahead of the video: every boundary is predicted, none seen yet
+    if audio_first:
         order = [*order[:2], *(x for x in order[2:] if x[0] == "audio"), *(x for x in order[2:] if x[0] == "v")]
     for name, data in order:
         pkg.feed(name, data)
     pkg.end()
-    video, audio = pkg.video["v"].packager, pkg.audio.packager if pkg.audio else None
-    assert audio is not None
+    assert pkg.audio is not None
+    return pkg.video["v"].packager, pkg.audio.packager
+
+
+@pytest.mark.parametrize("audio_first", [False, True])
+def test_audio_segments_follow_the_video_segments(audio_first: bool) -> None:
+    vinit, vfrags = fragments(ffmpeg_video(seconds=11))
+    ainit, afrags = fragments(ffmpeg_audio(seconds=11))
+    # audio first: the whole audio ahead of the video, every boundary is predicted, none seen yet
+    video, audio = _packaged(vinit, vfrags, ainit, afrags, audio_first)
     vsegs, asegs = list(video.segments), list(audio.segments)
     assert len(vsegs) >= 5
     assert [s.msn for s in asegs] == [s.msn for s in vsegs]
@@ -103,17 +112,8 @@ def test_the_first_segment_is_short_and_the_audio_follows_it(audio_first: bool, 
     """At 25 fps the early keyframe is the 13th frame (0.52 s): the audio's predicted cut finds it too."""
     vinit, vfrags = fragments(live_keyframed_video(seconds=9, rate=rate))
     ainit, afrags = fragments(live_like("sine=frequency=440:sample_rate=48000", 9, "-c:a", "aac"))
-    pkg = LiveStreamPackage(["v"], "audio", window_segments=20, first_segment=FIRST_KEYFRAME_INTERVAL_S,
-                            clock=lambda: T0 + timedelta(hours=1))
-    pkg.set_origin(T0)
-    order = _by_time(vinit, vfrags, ainit, afrags)
-    if audio_first:  # the audio's first boundary is predicted before the video's first segment is cut
-        order = [*order[:2], *(x for x in order[2:] if x[0] == "audio"), *(x for x in order[2:] if x[0] == "v")]
-    for name, data in order:
-        pkg.feed(name, data)
-    pkg.end()
-    video, audio = pkg.video["v"].packager, pkg.audio.packager if pkg.audio else None
-    assert audio is not None
+    # audio first: its first boundary is predicted before the video's first segment is cut
+    video, audio = _packaged(vinit, vfrags, ainit, afrags, audio_first, first_segment=FIRST_KEYFRAME_INTERVAL_S)
     vsegs, asegs = list(video.segments), list(audio.segments)
     durations = [round(s.duration, 3) for s in vsegs]
     assert FIRST_KEYFRAME_INTERVAL_S <= durations[0] < FIRST_KEYFRAME_INTERVAL_S + 1 / rate, durations
