@@ -99,3 +99,19 @@ def test_another_node_carries_the_output_on() -> None:
     assert tp.wallclock_anchor is not None and tp.wallclock_anchor <= record.anchor
     text = render_hls_media(tp)
     assert f"#EXT-X-MEDIA-SEQUENCE:{first.msn}\n" in text and "#EXT-X-DISCONTINUITY\n" in text
+
+
+def test_a_dvr_cleanup_counts_the_discontinuities_it_drops() -> None:
+    """Trimmed segments leave the playlist like slid-out ones: their tags move into the discontinuity sequence."""
+    video = ffmpeg_video(seconds=4)
+    tp = TrackPackager("v", target_segment=2.0, window_segments=20, clock=FakeClock())
+    feed_chunked(tp, video, seed=6)
+    tp.restart()
+    feed_chunked(tp, video, seed=7)
+    tp.end()
+    tagged = [s.msn for s in tp.segments if s.discontinuity]
+    assert tagged and tp.discontinuity_sequence == 0
+    text = render_hls_media(tp)
+    dropped = tp.trim(len(tp.segments) - (tagged[0] - tp.segments[0].msn) - 1)  # up to the first tagged one
+    assert dropped[-1] == tagged[0] and tp.discontinuity_sequence == 1
+    assert "DISCONTINUITY-SEQUENCE" not in text and "#EXT-X-DISCONTINUITY-SEQUENCE:1\n" in render_hls_media(tp)

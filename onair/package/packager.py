@@ -463,8 +463,7 @@ class TrackPackager:
         self._max_segment = max(self._max_segment, seg.duration)
         self.segments.append(seg)
         while len(self.segments) > self.window_segments:
-            if self.segments.popleft().discontinuity:
-                self.discontinuity_sequence += 1
+            self.discontinuity_sequence += self.segments.popleft().discontinuity  # a tag slid out: counted
         if len(self.inits) > 1:
             used = {s.init_version for s in self.segments} | {self.init_version}
             for version in [v for v in self.inits if v not in used]:
@@ -485,7 +484,9 @@ class TrackPackager:
         """Drop all but the newest `keep` complete segments (DVR cleanup); returns the dropped MSNs."""
         dropped: list[int] = []
         while len(self.segments) > max(0, keep):
-            dropped.append(self.segments.popleft().msn)
+            seg = self.segments.popleft()
+            self.discontinuity_sequence += seg.discontinuity  # as when it slides out of the window
+            dropped.append(seg.msn)
         return dropped
 
     def end(self) -> None:
