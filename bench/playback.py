@@ -1,7 +1,7 @@
 """LL-HLS viewers with blocking reload per core: onair against nginx serving the same files statically.
 
 onair: one live stream (a pre-encoded 640x360@30 file pushed with `ffmpeg -re -c copy` over RTMP, so
-the ladder is the 360p rendition + audio; 0.5 s parts). Each simulated viewer runs, like an LL-HLS
+the ladder is the 360p rendition + audio; 0.2 s parts). Each simulated viewer runs, like an LL-HLS
 player, two loops (the 360p video playlist and the audio playlist), each on its own keep-alive
 connection: blocking reload `index.m3u8?_HLS_msn=M&_HLS_part=P` for the preload-hinted part, then GET
 the newest part the answer lists, and so on. The server's own CPU (the Python process, not its ffmpeg
