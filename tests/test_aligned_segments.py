@@ -109,7 +109,7 @@ def live_keyframed_video(seconds: int, rate: int = 30) -> bytes:
 
 @pytest.mark.parametrize(("audio_first", "rate"), [(False, 30), (True, 30), (False, 25)])
 def test_the_first_segment_is_short_and_the_audio_follows_it(audio_first: bool, rate: int) -> None:
-    """At 25 fps the early keyframe is the 13th frame (0.52 s): the audio's predicted cut finds it too."""
+    """At 25 and 30 fps alike the early keyframe is a whole number of frames in; the audio cuts where it is."""
     vinit, vfrags = fragments(live_keyframed_video(seconds=9, rate=rate))
     ainit, afrags = fragments(live_like("sine=frequency=440:sample_rate=48000", 9, "-c:a", "aac"))
     # audio first: its first boundary is predicted before the video's first segment is cut

@@ -319,7 +319,7 @@ async def test_transcode_720p_flv_ladder_hls_screenshot_restart(tmp_path: Path) 
         durations = [float(d) for d in re.findall(r"#EXTINF:([\d.]+),", playlist)]
         # the first run's first segment ends at the early keyframe; the restart's runs to the one after it
         # (ffmpeg ignores hls_init_time when it continues a playlist), the others are whole keyframe intervals
-        assert durations[0] < 0.6 and max(durations) < 2.6, durations
+        assert durations[0] < 1.1 and max(durations) < 3.1, durations
         assert f"#EXT-X-TARGETDURATION:{round(max(durations))}" in playlist
         segs = sorted(d.glob("seg*.ts"), key=lambda p: int(p.stem[3:]))
         assert len(segs) >= 2

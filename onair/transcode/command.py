@@ -13,8 +13,9 @@ FMP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 FRAG_DURATION_US = 200_000
 KEYFRAME_INTERVAL_S = 2
 # The first keyframe interval is short, and the packager closes the first segment there: a player gets a
-# playable playlist (and the stream turns `live`) a quarter of a GOP after the first frame, not a whole one.
-FIRST_KEYFRAME_INTERVAL_S = 0.5
+# playable playlist (and the stream turns `live`) half a GOP after the first frame, not a whole one. Not shorter:
+# a player starting on a 0.5 s first segment at once stalled at its end now and then on a loaded machine.
+FIRST_KEYFRAME_INTERVAL_S = 1.0
 HLS_LIST_SIZE = 6
 SCREENSHOT_INTERVAL_S = 10
 SCREENSHOT_MAX_WIDTH = 1080
@@ -151,7 +152,7 @@ def _tee_slaves(video_plan: Sequence[Rendition], has_audio: bool, track_fds: dic
     frag = f"f=mp4:movflags={FMP4_MOVFLAGS}:frag_duration={FRAG_DURATION_US}"
     # temp_file: segments appear atomically. A restart continues the old playlist (append_list: numbering
     # included, the break marked EXT-X-DISCONTINUITY); ffmpeg ignores hls_init_time then, so only a first run
-    # ends its first segment at the early keyframe (else it would run to the next one, 2.5 s).
+    # ends its first segment at the early keyframe (else it would run to the next one, 3 s in).
     flags = "program_date_time+delete_segments+independent_segments+temp_file"
     hls = f"f=hls:{ON_DISK_FAIL}:hls_time={KEYFRAME_INTERVAL_S}:hls_list_size={hls_list_size}:hls_flags={flags}"
     hls += "+append_list" if ts_continues else f":hls_init_time={FIRST_KEYFRAME_INTERVAL_S}"
