@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from onair.transcode.command import FIRST_KEYFRAME_INTERVAL_S
 from tests.conftest import OnairServer, wait_until
 from tests.ingest_media import create_stream, get_stream
 from tests.media import codecs, ffprobe, parse_master, push_rtmp, stop
@@ -65,8 +66,9 @@ def test_rtmp_push_plays_in_every_format(live: Any) -> None:
         vstream = probe["streams"][0]
         assert (vstream["width"], vstream["height"]) == (1280, 720)
         frames.append(int(vstream["nb_read_frames"]))
-    # at 30 fps: the first segment is cut at the early keyframe (1 s), the next one is a whole 2 s
-    assert 25 <= frames[0] <= 35 and 50 <= frames[1] <= 70, frames
+    # at 30 fps: the first segment is cut at the early keyframe, the next one is a whole 2 s
+    first = 30 * FIRST_KEYFRAME_INTERVAL_S
+    assert first - 5 <= frames[0] <= first + 10 and 50 <= frames[1] <= 70, frames
     part_uri = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', playlist)[0]
     part = http.get(f"{rbase}/{part_uri}").raise_for_status().content
     assert codecs(ffprobe(init + part)) == {"h264"}
