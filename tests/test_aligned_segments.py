@@ -124,3 +124,24 @@ def test_the_first_segment_is_short_and_the_audio_follows_it(audio_first: bool, 
     frame = AAC_FRAME / audio.track.timescale
     for v, a in zip(vsegs[1:], asegs[1:], strict=True):
         assert abs(v.start - a.start) <= frame / 2 + 1e-9, (v.msn, v.start, a.start)
+
+
+@pytest.mark.parametrize("audio_first", [False, True])
+def test_audio_program_date_times_follow_the_video_clock(audio_first: bool) -> None:
+    """Fed in a burst (media far ahead of the wall clock: both tracks' clocks are pulled back), the audio's
+    date-times stay on the video's clock: players place the audio on the video timeline by them."""
+    vinit, vfrags = fragments(ffmpeg_video(seconds=7))
+    ainit, afrags = fragments(ffmpeg_audio(seconds=7))
+    pkg = LiveStreamPackage(["v"], "audio", window_segments=20, clock=lambda: T0 + timedelta(seconds=0.1))
+    pkg.set_origin(T0)
+    order = _by_time(vinit, vfrags, ainit, afrags)
+    if audio_first:
+        order = [*order[:2], *(x for x in order[2:] if x[0] == "audio"), *(x for x in order[2:] if x[0] == "v")]
+    for name, data in order:
+        pkg.feed(name, data)
+    assert pkg.audio is not None
+    video, audio = pkg.video["v"].packager, pkg.audio.packager
+    assert len(video.segments) >= 2
+    for v, a in zip(video.segments, audio.segments, strict=False):
+        gap = (a.program_date_time - v.program_date_time).total_seconds()
+        assert abs(gap - (a.start - v.start)) < 0.001, (v.msn, gap, a.start - v.start)

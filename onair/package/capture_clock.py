@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-__all__ = ["CaptureClock", "rebase_offset"]
+from onair.package.segment import Segment
+
+__all__ = ["CaptureClock", "follow_clock", "rebase_offset"]
 
 
 class CaptureClock:
@@ -74,3 +76,16 @@ def rebase_offset(first_start: int, next_decode: int | None, wallclock_ticks: in
     if wallclock_ticks is not None:
         target = max(target, wallclock_ticks)
     return target - first_start
+
+
+def follow_clock(seg: Segment, lead: Segment) -> bool:
+    """Stamp `seg` from `lead`, its leader's segment of the same number: the tracks of one encoder share its
+    clock, so the date-times differ by the media time between their starts (players place renditions by
+    them: hls.js puts the audio on the video's timeline by date-time, and two clocks pulled back tens of ms
+    apart left it missing a short audio part). False when it had that stamp already, or the two are not
+    of one byte stream."""
+    if lead.discontinuity != seg.discontinuity or abs(seg.start - lead.start) >= 1:
+        return False
+    pdt = lead.program_date_time + timedelta(seconds=seg.start - lead.start)
+    changed, seg.program_date_time = pdt != seg.program_date_time, pdt
+    return changed

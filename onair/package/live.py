@@ -234,7 +234,11 @@ class LiveStreamPackage:
             r.packager.set_origin(origin)
 
     def feed(self, track_name: str, data: bytes | bytearray | memoryview) -> int:
-        return self.rendition(track_name).feed(data)
+        rendition = self.rendition(track_name)
+        added = rendition.feed(data)
+        if self.audio is not None and self.audio.packager.leader is rendition.packager:
+            self.audio.packager.follow_leader_clock()
+        return added
 
     def end(self) -> None:
         # every rendition ends on the same segment: a tail that began past another's end is dropped

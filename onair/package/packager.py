@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 from onair.formats.fmp4 import BoxReader, FMP4Error, FragmentInfo, TrackInfo, parse_fragment, parse_init, shift_tfdt
 from onair.formats.fmp4.split import sample_run, split_fragment
-from onair.package.capture_clock import CaptureClock, rebase_offset
-from onair.package.segment import Part, Segment, bitrates
+from onair.package.capture_clock import CaptureClock, follow_clock, rebase_offset
+from onair.package.segment import Part, Segment, bitrates, evict_old
 
 __all__ = [
     "Part",
@@ -126,16 +126,11 @@ class TrackPackager:
     @property
     def part_target(self) -> float:
         """PART-TARGET: max part duration rounded up to the millisecond (printed parts never exceed it)."""
-        if self._max_part <= 0:
-            return 0.5
-        return math.ceil(self._max_part * 1000 - 1e-6) / 1000
+        return math.ceil(self._max_part * 1000 - 1e-6) / 1000 if self._max_part > 0 else 0.5
 
     @property
     def target_duration(self) -> int:
-        """EXT-X-TARGETDURATION: longest segment rounded to the nearest integer (RFC 8216 4.4.3.1).
-
-        Nearest rather than ceil so that 2.048 s AAC segments keep a target of 2 like the video.
-        """
+        """EXT-X-TARGETDURATION: longest segment rounded to the nearest integer (2.048 s AAC keeps 2)."""
         return max(1, math.floor(max(self._max_segment, self.target_segment) + 0.5))
 
     @property
@@ -144,9 +139,8 @@ class TrackPackager:
 
     @property
     def frame_rate(self) -> float | None:
-        if not self.is_video or self._sample_ticks <= 0:
-            return None
-        return self._samples * self.track.timescale / self._sample_ticks
+        ok = self.is_video and self._sample_ticks > 0
+        return self._samples * self.track.timescale / self._sample_ticks if ok else None
 
     @property
     def bandwidth(self) -> int:
@@ -162,17 +156,13 @@ class TrackPackager:
         """MSN of the newest segment that has at least one part (in progress or complete)."""
         if self.current is not None and self.current.parts:
             return self.current.msn
-        if self.segments:
-            return self.segments[-1].msn
-        return None
+        return self.segments[-1].msn if self.segments else None
 
     @property
     def first_msn(self) -> int | None:
         if self.segments:
             return self.segments[0].msn
-        if self.current is not None and self.current.parts:
-            return self.current.msn
-        return None
+        return self.current.msn if self.current is not None and self.current.parts else None
 
     def last_part_ref(self) -> tuple[int, int] | None:
         """(msn, part index) of the newest part."""
@@ -197,13 +187,9 @@ class TrackPackager:
         cur = self.current
         if cur is not None and cur.msn == msn and cur.parts:
             return cur
-        if not self.segments:
-            return None
-        idx = msn - self.segments[0].msn
-        if 0 <= idx < len(self.segments):
-            seg = self.segments[idx]
-            if seg.msn == msn:
-                return seg
+        idx = msn - self.segments[0].msn if self.segments else -1
+        if 0 <= idx < len(self.segments) and self.segments[idx].msn == msn:
+            return self.segments[idx]
         return None
 
     def get_part(self, msn: int, part_index: int) -> Part | None:
@@ -370,7 +356,8 @@ class TrackPackager:
         )
         cur.parts.append(part)
         self._next_decode = start + frag.duration
-        cur.program_date_time -= self.clock.pull_back(now, self._next_decode, ts)  # in progress: may move
+        self.pull_clock_back(now, self._next_decode / ts)
+        self.follow_leader_clock()
         self._max_part = max(self._max_part, part.duration)
         self._samples += frag.sample_count
         self._sample_ticks += frag.duration
@@ -384,9 +371,8 @@ class TrackPackager:
 
     def _next_boundary(self, cur: Segment) -> int:
         """Timeline ticks where the segment after `cur` begins: where the leader's segment of that number
-        does; before the leader is there, whole targets after its newest segment of this byte stream
-        (its keyframes come every target; its first segment of the byte stream is shorter), or after this
-        track's first segment of the stream."""
+        does; before it is there, whole targets after its newest segment of this byte stream (the first is
+        shorter), or after this track's first segment of the stream."""
         msn = cur.msn + 1
         ref = first = self._stream_first or (cur.msn, cur.start)
         lead = self.leader
@@ -454,7 +440,28 @@ class TrackPackager:
         self._discontinuity_next = False
         self._next_msn += 1
         self.current = seg
+        self.follow_leader_clock()
         return seg
+
+    def pull_clock_back(self, now: datetime, end: float) -> None:
+        """The media up to timeline second `end` (of this track or a follower) has reached the node by `now`:
+        the capture clock may move back, and the in-progress segment's date-time with it. A follower pulls
+        its leader's clock too: one clock for the encoder, no track's media stamped after it arrived."""
+        if self.clock.origin is not None:
+            self.clock.pull_back(now, round(end * self.track.timescale), self.track.timescale)
+            if (cur := self.current) is not None:
+                cur.program_date_time = self.clock.pdt(cur.start_ticks, cur.timescale)
+        if self.leader is not None:
+            self.leader.pull_clock_back(now, end)
+
+    def follow_leader_clock(self) -> None:
+        """Date-times from the leader's, newest segments first (its in-progress one may have moved since)."""
+        if self.leader is None:
+            return
+        for seg in [*([self.current] if self.current is not None else []), *reversed(self.segments)]:
+            lead = self.leader.get_segment(seg.msn)
+            if lead is not None and not follow_clock(seg, lead) and seg.complete:
+                break
 
     def _complete(self, seg: Segment) -> None:
         seg.complete = True
@@ -470,15 +477,8 @@ class TrackPackager:
                 del self.inits[version]
         if self.on_segment_complete is not None:
             self.on_segment_complete(self, seg)
-        self._evict_old()
+        evict_old(self.segments, self.memory_segments)
 
-    def _evict_old(self) -> None:
-        # Walk back from the oldest in-memory segment until one that is already evicted.
-        for i in range(len(self.segments) - self.memory_segments - 1, -1, -1):
-            old = self.segments[i]
-            if old.evicted:
-                break
-            old.drop_bytes()
 
     def trim(self, keep: int) -> list[int]:
         """Drop all but the newest `keep` complete segments (DVR cleanup); returns the dropped MSNs."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["Part", "Segment", "bitrates"]
+__all__ = ["Part", "Segment", "bitrates", "evict_old"]
 
 
 @dataclass(slots=True)
@@ -80,3 +80,11 @@ def bitrates(segments: Sequence[Segment], current: Segment | None, count: int) -
     duration = sum(s.duration for s in recent)
     peak = max((s.size * 8 / s.duration for s in recent), default=0.0)
     return int(peak), int(sum(s.size for s in recent) * 8 / duration) if duration > 0 else 0
+
+
+def evict_old(segments: Sequence[Segment], keep: int) -> None:
+    """Drop the bytes of all but the newest `keep` segments (walking back to the first already evicted)."""
+    for i in range(len(segments) - keep - 1, -1, -1):
+        if segments[i].evicted:
+            break
+        segments[i].drop_bytes()
