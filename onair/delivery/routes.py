@@ -183,6 +183,8 @@ async def cmaf_media(request: Request, pid: str, name: str) -> Response:
             # timed out: the answer lacks the awaited part, a cache must not hand it to the next asker
             arrived = await rendition.wait_for_part(msn, part, timeout=3 * target)
             headers = BLOCKING_RELOAD_CACHE if arrived else NO_CACHE
+        elif not await rendition.wait_past_first_segment(timeout=rendition.packager.target_duration or 2):
+            headers = NO_CACHE
         body = pkg.render_media(name, skip=skip)
     except PlaybackError as exc:
         return _error(exc, "hls_media")

@@ -75,6 +75,22 @@ class LiveRendition:
         last = pk.last_msn
         return last is not None and msn < last
 
+    def starts_in_first_segment(self) -> bool:
+        """A player starting PART-HOLD-BACK (3 parts) behind the edge would start inside segment 0, the only
+        complete one.
+
+        hls.js loads such a segment whole; when the segment is shorter than the parts listed after it (the short
+        first GOP), it then waits for the next segment to complete before loading on: a stall at once.
+        """
+        pk = self.packager
+        segs = pk.segments
+        if pk.ended or len(segs) != 1 or segs[0].msn != 0:
+            return False
+        first_end = segs[0].start + segs[0].duration
+        cur = pk.current
+        edge = cur.start + cur.duration if cur is not None and cur.parts else first_end
+        return edge - 3 * pk.part_target < first_end
+
     # The hold time is part of the API (LL-HLS blocking reload), hence the timeout parameters.
     async def _wait(self, pred: Callable[[], bool], timeout: float | None) -> bool:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
@@ -110,6 +126,10 @@ class LiveRendition:
         p = 0 if part is None else part
         ok = await self._wait(lambda: self.has_part(msn, p), timeout)
         return ok or self.packager.ended
+
+    async def wait_past_first_segment(self, timeout: float | None = 2.0) -> bool:  # noqa: ASYNC109
+        """Hold a playlist request while `starts_in_first_segment()` (a young stream: at most PART-HOLD-BACK)."""
+        return await self._wait(lambda: not self.starts_in_first_segment(), timeout)
 
     async def wait_for_init(self, timeout: float | None = 10.0) -> bool:  # noqa: ASYNC109
         return await self._wait(lambda: self.packager.has_init, timeout)

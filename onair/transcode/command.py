@@ -13,9 +13,9 @@ FMP4_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 FRAG_DURATION_US = 200_000
 KEYFRAME_INTERVAL_S = 2
 # The first keyframe interval is short, and the packager closes the first segment there: a player gets a
-# playable playlist (and the stream turns `live`) sooner. Off (a whole GOP) for now: with 0.5 s and 1 s, hls.js
-# starting at once stalled about 0.5-0.8 s in now and then on a loaded machine (the GStreamer-encoder matrix).
-FIRST_KEYFRAME_INTERVAL_S = 2.0  # = the GOP for now: see below
+# playable playlist (and the stream turns `live`) sooner. A media playlist request is held while a player would
+# start inside that short segment (LiveRendition.starts_in_first_segment: hls.js would stall at its end).
+FIRST_KEYFRAME_INTERVAL_S = 0.5
 HLS_LIST_SIZE = 6
 SCREENSHOT_INTERVAL_S = 10
 SCREENSHOT_MAX_WIDTH = 1080
