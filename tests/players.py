@@ -26,8 +26,8 @@ VENDOR = {
 HARNESS_PATH = "/__matrix/"
 
 # One page per player. `m.started` is the wall-clock time (s) of the first `playing` event; afterwards every
-# `waiting`/`stalled` (and Shaka's `buffering`) counts as a stall. A fatal error before the start loads again
-# after 250 ms, as a page embedding the player would.
+# `waiting`/`stalled` outside a seek (and Shaka's `buffering`, and a seek slower than 0.5 s) counts as a stall.
+# A fatal error before the start loads again after 250 ms, as a page embedding the player would.
 _PAGE = """<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
 <script src="%(vendor)s"></script>
 <script>
@@ -37,8 +37,16 @@ const now = () => Date.now() / 1000;
 v.addEventListener("playing", () => {
   if (m.started === null) { m.started = now(); m.startTime = v.currentTime; }
 });
+// A `waiting` while the element seeks is the seek, not a rebuffer (hls.js seeking to its start position just
+// after Chrome began playing at 0); a seek that takes over 0.5 s to land counts as one.
+let seekAt = null;
+v.addEventListener("seeking", () => { seekAt = now(); });
+v.addEventListener("seeked", () => {
+  if (m.started !== null && seekAt !== null && now() - seekAt > 0.5) m.stalls.push(["seek", now(), v.currentTime]);
+  seekAt = null;
+});
 for (const ev of ["waiting", "stalled"])
-  v.addEventListener(ev, () => { if (m.started !== null) m.stalls.push([ev, now(), v.currentTime]); });
+  v.addEventListener(ev, () => { if (m.started !== null && !v.seeking) m.stalls.push([ev, now(), v.currentTime]); });
 function failed(err) {
   m.errors.push(String(err).slice(0, 300));
   if (m.started === null) Promise.resolve(teardown()).catch(() => {}).then(() => setTimeout(start, 250));
