@@ -1,4 +1,5 @@
-"""Audio is cut where the video's segments begin: same segment numbers, durations within one audio frame."""
+"""Audio is cut where the video's segments begin: same segment numbers, starts within a few audio frames (no
+audio part shorter than MIN_SPLIT_SAMPLES frames)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from onair.formats.fmp4 import parse_fragment, parse_init
 from onair.formats.fmp4.split import sample_run, split_fragment
 from onair.package.live import LiveStreamPackage
-from onair.package.packager import TrackPackager
+from onair.package.packager import MIN_SPLIT_SAMPLES, TrackPackager
 from onair.transcode.command import (
     FIRST_KEYFRAME_INTERVAL_S,
     FMP4_MOVFLAGS,
@@ -86,10 +87,14 @@ def test_audio_segments_follow_the_video_segments(audio_first: bool) -> None:
     assert [s.msn for s in asegs] == [s.msn for s in vsegs]
     frame = AAC_FRAME / audio.track.timescale
     for v, a in zip(vsegs[1:], asegs[1:], strict=True):
-        assert abs(v.start - a.start) <= frame / 2 + 1e-9, (v.msn, v.start, a.start)
+        assert abs(v.start - a.start) <= (MIN_SPLIT_SAMPLES - 0.5) * frame + 1e-9, (v.msn, v.start, a.start)
     for v, a in zip(vsegs[:-1], asegs[:-1], strict=True):
-        assert abs(v.duration - a.duration) <= frame + 1e-9, (v.msn, v.duration, a.duration)
+        off = abs(v.duration - a.duration)
+        assert off <= (2 * MIN_SPLIT_SAMPLES - 1) * frame + 1e-9, (v.msn, v.duration, a.duration)
     assert audio.part_target <= 0.52
+    short = [(s.msn, i, p.sample_count) for s in asegs[:-1] for i, p in enumerate(s.parts)
+             if p.sample_count < MIN_SPLIT_SAMPLES]
+    assert not short, short
 
 
 LIVE_FRAGMENTS = ["-f", "mp4", "-movflags", FMP4_MOVFLAGS, "-frag_duration", str(FRAG_DURATION_US), "pipe:1"]
@@ -123,7 +128,7 @@ def test_the_first_segment_is_short_and_the_audio_follows_it(audio_first: bool, 
     assert [s.msn for s in asegs] == [s.msn for s in vsegs]
     frame = AAC_FRAME / audio.track.timescale
     for v, a in zip(vsegs[1:], asegs[1:], strict=True):
-        assert abs(v.start - a.start) <= frame / 2 + 1e-9, (v.msn, v.start, a.start)
+        assert abs(v.start - a.start) <= (MIN_SPLIT_SAMPLES - 0.5) * frame + 1e-9, (v.msn, v.start, a.start)
 
 
 @pytest.mark.parametrize("audio_first", [False, True])

@@ -26,10 +26,11 @@ __all__ = [
     "rebase_offset",
 ]
 
-# Without any sync sample for this many target durations we cut anyway to bound memory.
-_FORCE_CUT_FACTOR = 4.0
-# Segments used for the bandwidth estimate.
-_BANDWIDTH_SEGMENTS = 6
+_FORCE_CUT_FACTOR = 4.0  # target durations without a sync sample after which we cut anyway (bounds memory)
+_BANDWIDTH_SEGMENTS = 6  # segments of the bandwidth estimate
+# Audio cut at a video boundary leaves no part under this many samples (5 AAC frames, ~0.1 s; else the cut
+# moves to the fragment's edge): hls.js loaded a 1-2 frame audio part and then never the next one.
+MIN_SPLIT_SAMPLES = 5
 
 
 def _utcnow() -> datetime:
@@ -305,7 +306,7 @@ class TrackPackager:
             return cur_dur + frag_ticks / ts / 2 >= self.segment_target(cur.msn)
         if self.leader is not None:
             sample = self._sample_ticks / self._samples if self._samples else 0.0
-            return (frag_start + sample / 2 >= self._next_boundary(cur)
+            return (frag_start + sample * (MIN_SPLIT_SAMPLES - 0.5) >= self._next_boundary(cur)
                     or cur_dur >= _FORCE_CUT_FACTOR * self.target_segment)
         # Without a leader: cut on the fragment nearest each multiple of target on the absolute timeline so
         # audio segments stay aligned with video segments instead of drifting by a part per segment.
@@ -403,13 +404,12 @@ class TrackPackager:
             return None
         ends = list(itertools.accumulate(run.durations, initial=0))
         n = min(range(len(ends)), key=lambda i: abs(start + ends[i] - boundary))
-        return split_fragment(run, n) if 0 < n < len(run.durations) else None
+        return split_fragment(run, n) if MIN_SPLIT_SAMPLES <= n <= len(run.durations) - MIN_SPLIT_SAMPLES else None
 
     def drop_in_progress(self) -> None:
         """Forget the segment in progress (the stream ends: its tail past the other renditions' end)."""
         if self.current is not None and self.current.parts:
-            self.current = None
-            self._next_msn -= 1
+            self.current, self._next_msn = None, self._next_msn - 1
 
     def _start_timeline(self, start: int, frag: FragmentInfo) -> bool:
         """First fragment of a new byte stream: fix its decode-time offset and close the segment in

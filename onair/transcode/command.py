@@ -15,7 +15,7 @@ KEYFRAME_INTERVAL_S = 2
 # The first keyframe interval is short, and the packager closes the first segment there: a player gets a
 # playable playlist (and the stream turns `live`) sooner. A media playlist request is held while a player would
 # start inside that short segment (LiveRendition.starts_in_first_segment: hls.js would stall at its end).
-FIRST_KEYFRAME_INTERVAL_S = 0.5
+FIRST_KEYFRAME_INTERVAL_S = 0.3
 HLS_LIST_SIZE = 6
 SCREENSHOT_INTERVAL_S = 10
 SCREENSHOT_MAX_WIDTH = 1080
