@@ -39,7 +39,7 @@ def _assert_llhls_decodes(stream: dict[str, Any], size: tuple[int, int] | None =
     probe = ffprobe(init + seg, count_frames=True)
     assert codecs(probe) == {"h264"}
     video = probe["streams"][0]
-    assert int(video["nb_read_frames"]) > 10
+    assert int(video["nb_read_frames"]) >= 5  # the first segment is short (FIRST_KEYFRAME_INTERVAL_S)
     if size is not None:
         assert (video["width"], video["height"]) == size
     audio_url = master_url.rsplit("/", 1)[0] + "/audio/index.m3u8"
