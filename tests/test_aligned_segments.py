@@ -61,17 +61,20 @@ def _by_time(vinit: bytes, vfrags: list[bytes], ainit: bytes, afrags: list[bytes
 
 
 def _packaged(vinit: bytes, vfrags: list[bytes], ainit: bytes, afrags: list[bytes], audio_first: bool,
-              first_segment: float | None = None) -> tuple[TrackPackager, TrackPackager]:
-    """The video and audio packagers after both tracks were fed, in time order or all the audio first."""
+              first_segment: float | None = None, *, now: timedelta = timedelta(hours=1),
+              end: bool = True) -> tuple[TrackPackager, TrackPackager]:
+    """The video and audio packagers after both tracks were fed, in time order or all the audio first; the wall
+    clock stands at T0 + `now` (the origin is T0)."""
     pkg = LiveStreamPackage(["v"], "audio", window_segments=20, first_segment=first_segment,
-                            clock=lambda: T0 + timedelta(hours=1))
+                            clock=lambda: T0 + now)
     pkg.set_origin(T0)
     order = _by_time(vinit, vfrags, ainit, afrags)
     if audio_first:
         order = [*order[:2], *(x for x in order[2:] if x[0] == "audio"), *(x for x in order[2:] if x[0] == "v")]
     for name, data in order:
         pkg.feed(name, data)
-    pkg.end()
+    if end:
+        pkg.end()
     assert pkg.audio is not None
     return pkg.video["v"].packager, pkg.audio.packager
 
@@ -137,15 +140,7 @@ def test_audio_program_date_times_follow_the_video_clock(audio_first: bool) -> N
     date-times stay on the video's clock: players place the audio on the video timeline by them."""
     vinit, vfrags = fragments(ffmpeg_video(seconds=7))
     ainit, afrags = fragments(ffmpeg_audio(seconds=7))
-    pkg = LiveStreamPackage(["v"], "audio", window_segments=20, clock=lambda: T0 + timedelta(seconds=0.1))
-    pkg.set_origin(T0)
-    order = _by_time(vinit, vfrags, ainit, afrags)
-    if audio_first:
-        order = [*order[:2], *(x for x in order[2:] if x[0] == "audio"), *(x for x in order[2:] if x[0] == "v")]
-    for name, data in order:
-        pkg.feed(name, data)
-    assert pkg.audio is not None
-    video, audio = pkg.video["v"].packager, pkg.audio.packager
+    video, audio = _packaged(vinit, vfrags, ainit, afrags, audio_first, now=timedelta(seconds=0.1), end=False)
     assert len(video.segments) >= 2
     for v, a in zip(video.segments, audio.segments, strict=False):
         gap = (a.program_date_time - v.program_date_time).total_seconds()
