@@ -7,7 +7,7 @@
 * 3 LL-HLS viewers per stream, blocking playlist reloads then the newest part (bench/http1.py);
 * API churn in a loop: create, update, list and delete streams, and overlays on them;
 * a publisher reconnect every minute, round robin: kill its ffmpeg, push again at once (the recording
-  continues across the gap, R50).
+  continues across the gap).
 
 Server RSS, open file descriptors and asyncio tasks (``onair_asyncio_tasks`` from /metrics) are
 sampled after the warm-up and at the end, each time 30 s after the last reconnect with every stream

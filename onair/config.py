@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     failback_delay: float = Field(60.0, ge=0, description="seconds the primary must deliver again before it takes back")
     pull_stall_timeout: float = Field(5.0, gt=0, description="seconds without data before a PULL moves to the next uri")
     stats_period: float = Field(10.0, ge=1, le=3600, description="seconds between statistics samples")
-    recording_max_seconds: float = Field(14400.0, ge=1, description="long recordings split into Videos this long (R51)")
+    recording_max_seconds: float = Field(14400.0, ge=1, description="long recordings split into Videos this long")
     min_free_mb: int = Field(256, ge=0, description="free disk (MB) below which recordings refuse to start or stop")
     pull_inactivity_timeout: float = Field(7200.0, gt=0,
                                            description="seconds a PULL may deliver nothing before active=false")

@@ -1,4 +1,4 @@
-"""Time helpers: the API speaks ISO 8601 UTC with milliseconds and a Z (spec §2.4)."""
+"""Time helpers: the API speaks ISO 8601 UTC with milliseconds and a Z."""
 
 from __future__ import annotations
 

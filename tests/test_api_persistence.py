@@ -96,7 +96,7 @@ def test_state_survives_restart(make_server: Callable[..., OnairServer], databas
         qs = c.get("/streaming/quality_sets").json()
         assert [q["id"] for q in qs["live"] if q["default"]] == [3]
         assert c.get(f"/streaming/streams/{deleted.id}").status_code == 404
-        # ids keep growing after a restart: a deleted id is never handed out again (R73)
+        # ids keep growing after a restart: a deleted id is never handed out again
         new = c.post("/streaming/streams", json={"name": "fresh"}).json()
         assert new["id"] > deleted.id
         assert new["token"] != stream.token

@@ -1,4 +1,4 @@
-"""Every /streaming endpoint of spec §3 driven through the official gcore SDK against a real server.
+"""Every /streaming endpoint driven through the official gcore SDK against a real server.
 
 One server per backend (SQLite and PostgreSQL) is shared by the whole module; each test creates
 the entities it needs, so the tests do not depend on each other's order.
@@ -117,7 +117,7 @@ def test_stream_create_defaults_and_urls(srv: OnairServer, sdk: gcore.Gcore) -> 
     s = sdk.streaming.streams.create(name="defaults")
     assert isinstance(s.id, int) and s.id > 0
     assert s.name == "defaults"
-    # R4 defaults
+    # omitted keys take their defaults
     assert s.active is False and s.pull is False and s.uri is None
     assert s.auto_record is False and s.record_type == "origin"
     assert s.hls_mpegts_endlist_tag is True
@@ -131,7 +131,7 @@ def test_stream_create_defaults_and_urls(srv: OnairServer, sdk: gcore.Gcore) -> 
     assert s.stream_source_type is None
     assert s.created_at is not None and ISO_Z.match(s.created_at)
     assert s.started_at_primary is None and s.finished_at_primary is None
-    # §14 URL shapes with the ports this server really bound
+    # ingest and playback URL shapes with the ports this server really bound
     assert s.token and re.fullmatch(r"[0-9a-f]{8,64}", s.token)
     host, sid, tok, p = "127.0.0.1", s.id, s.token, srv.ports
     http_base = f"http://{host}:{p['http']}"
@@ -147,7 +147,7 @@ def test_stream_create_defaults_and_urls(srv: OnairServer, sdk: gcore.Gcore) -> 
     assert s.hls_mpegts_url == f"{http_base}/mpegts/{pid}/master_mpegts.m3u8"
     assert s.iframe_url == f"{http_base}/streams/{pid}"
     assert s.screenshot is not None and s.screenshot.endswith(f"/streams/{CLIENT_ID}/{sid}/screenshots/last.jpg")
-    # R2: names are not unique; ids are
+    # names are not unique; ids are
     s2 = sdk.streaming.streams.create(name="defaults")
     assert s2.id != s.id and s2.token != s.token
 
@@ -189,11 +189,11 @@ def test_stream_create_all_fields_get_and_partial_update(sdk: gcore.Gcore, http:
     assert u.name == "renamed" and u.dvr_duration == 7200 and u.projection == "vr360" and u.active is True
     u = sdk.streaming.streams.update(s.id, stream={"active": False})  # type: ignore[typeddict-item]
     assert u.active is False and u.name == "renamed" and u.pull is True and u.client_user_id == 1001
-    # R7: null removes the SRT passphrase
+    # null removes the SRT passphrase
     u = sdk.streaming.streams.update(s.id, stream={"srt_passphrase": None})  # type: ignore[typeddict-item]
     assert u.srt_passphrase is None
     assert sdk.streaming.streams.get(s.id).srt_passphrase is None
-    # R9: read-only fields in the body are ignored
+    # read-only fields in the body are ignored
     r = http.patch(
         f"/streaming/streams/{s.id}", json={"stream": {"active_ingest_region_primary": "x", "token": "hack", "id": 99}}
     )
@@ -253,10 +253,10 @@ def test_stream_delete_then_404(sdk: gcore.Gcore, http: httpx.Client) -> None:
     with pytest.raises(gcore.NotFoundError):
         sdk.streaming.streams.delete(s.id)
     with pytest.raises(gcore.NotFoundError):
-        sdk.streaming.streams.clips.list(s.id)  # R74
+        sdk.streaming.streams.clips.list(s.id)  # an unknown stream's clips are 404
     with pytest.raises(gcore.NotFoundError):
         sdk.streaming.streams.overlays.list(s.id)
-    # R73: ids are not reused
+    # ids are not reused
     assert sdk.streaming.streams.create(name="after").id > s.id
 
 
@@ -265,11 +265,11 @@ def test_dvr_cleanup_and_recording_controls(sdk: gcore.Gcore, http: httpx.Client
     assert sdk.streaming.streams.clear_dvr(s.id) is None
     r = http.put(f"/streaming/streams/{s.id}/dvr_cleanup")
     assert r.status_code == 204 and r.content == b""
-    # R45: recording needs a live stream
+    # recording needs a live stream
     with pytest.raises(gcore.UnprocessableEntityError) as exc:
         sdk.streaming.streams.start_recording(s.id)
     assert "errors" in exc.value.body
-    # S8: nothing was recorded → an empty Video
+    # stop_recording when nothing was recorded → an empty Video
     v = sdk.streaming.streams.stop_recording(s.id)
     assert v.id is None
     for call in (
@@ -281,7 +281,7 @@ def test_dvr_cleanup_and_recording_controls(sdk: gcore.Gcore, http: httpx.Client
             call(2**31 - 3)
 
 
-def test_reset_push_token_x1(srv: OnairServer, sdk: gcore.Gcore, http: httpx.Client) -> None:
+def test_reset_push_token(srv: OnairServer, sdk: gcore.Gcore, http: httpx.Client) -> None:
     s = sdk.streaming.streams.create(name="x1")
     r = http.post(f"/streaming/streams/{s.id}/reset_push_token")
     assert r.status_code == 200, r.text
@@ -313,16 +313,16 @@ def test_overlays_crud(sdk: gcore.Gcore, http: httpx.Client) -> None:
     assert (a.width, a.height, a.x, a.y, a.stretch) == (120, 40, 30, 30, False)
     assert b.stretch is True and b.x is None and b.width is None
     assert ISO_Z.match(a.created_at) and ISO_Z.match(a.updated_at)
-    # S13 list and R63 html_overlays on the stream
+    # list, and the stream's html_overlays
     assert [o.id for o in ov.list(s.id)] == [a.id, b.id]
     assert [o.id for o in (sdk.streaming.streams.get(s.id).html_overlays or [])] == [a.id, b.id]
-    # S14 get
+    # get
     g = ov.get(a.id, stream_id=s.id)
     assert g.url == a.url and g.width == 120
-    # S15 partial update
+    # partial update
     u = ov.update(a.id, stream_id=s.id, x=10)
     assert u.x == 10 and u.y == 30 and u.width == 120 and u.url == a.url
-    # S12 bulk update
+    # bulk update
     many = ov.update_multiple(s.id, body=[{"id": a.id, "y": 5}, {"id": b.id, "url": "https://domain.com/b2.html"}])
     assert [(o.id, o.y) for o in many][0] == (a.id, 5)
     assert many[1].url == "https://domain.com/b2.html" and many[1].stretch is True
@@ -333,7 +333,7 @@ def test_overlays_crud(sdk: gcore.Gcore, http: httpx.Client) -> None:
     with pytest.raises(gcore.UnprocessableEntityError) as exc:
         ov.update(a.id, stream_id=s.id, stretch=True)
     assert "stretch" in exc.value.body["errors"]
-    # S16 delete → 404 afterwards
+    # delete → 404 afterwards
     r = http.delete(f"/streaming/streams/{s.id}/overlays/{b.id}")
     assert r.status_code == 204 and r.content == b""
     with pytest.raises(gcore.NotFoundError):
@@ -355,7 +355,7 @@ def test_overlays_crud(sdk: gcore.Gcore, http: httpx.Client) -> None:
 
 def test_clips(sdk: gcore.Gcore) -> None:
     off = sdk.streaming.streams.create(name="nodvr")
-    with pytest.raises(gcore.UnprocessableEntityError) as exc:  # R36
+    with pytest.raises(gcore.UnprocessableEntityError) as exc:  # DVR is disabled
         sdk.streaming.streams.clips.create(off.id, duration=60)
     assert "DVR" in str(exc.value.body)
     s = sdk.streaming.streams.create(name="dvr", dvr_enabled=True, dvr_duration=600)
@@ -363,7 +363,7 @@ def test_clips(sdk: gcore.Gcore) -> None:
     clip = sdk.streaming.streams.clips.create(s.id, duration=60)
     assert isinstance(clip.id, str) and re.fullmatch(r"[a-z0-9]{12}", clip.id)
     assert clip.duration == 60 and clip.start is not None and before - 1 <= clip.start <= int(time.time()) + 1
-    assert clip.expiration == clip.start + 60 + 3600  # R39
+    assert clip.expiration == clip.start + 60 + 3600  # default expiration: an hour after the clip's end
     assert clip.vod_required is True
     assert clip.created_at is not None and ISO_Z.match(clip.created_at)
     assert clip.hls_master is not None and clip.hls_master.endswith(
@@ -377,7 +377,7 @@ def test_clips(sdk: gcore.Gcore) -> None:
     assert (clip2.start, clip2.expiration, clip2.vod_required) == (start, start + 630, False)
     listed = sdk.streaming.streams.clips.list(s.id)
     assert {c.id for c in listed} == {clip.id, clip2.id}
-    with pytest.raises(gcore.UnprocessableEntityError) as exc:  # R37
+    with pytest.raises(gcore.UnprocessableEntityError) as exc:  # longer than the stream's dvr_duration
         sdk.streaming.streams.clips.create(s.id, duration=601)
     assert "duration" in exc.value.body["errors"]
     with pytest.raises(gcore.NotFoundError):
@@ -400,7 +400,7 @@ def test_quality_sets_default_switching(sdk: gcore.Gcore) -> None:
     assert [q.id for q in out.live if q.default] == [other]
     assert [q.id for q in sdk.streaming.quality_sets.list().live if q.default] == [other]
     assert [q.default for q in out.vod] == [q.default for q in qs.vod]  # vod untouched
-    out = sdk.streaming.quality_sets.set_default(live={"id": None}, vod={"id": None})  # R70
+    out = sdk.streaming.quality_sets.set_default(live={"id": None}, vod={"id": None})  # null: the system default
     assert [q.id for q in out.live if q.default] == [system_live]
     with pytest.raises(gcore.BadRequestError):
         sdk.streaming.quality_sets.set_default(live={"id": 987654})
@@ -459,7 +459,7 @@ def test_restreams(sdk: gcore.Gcore, http: httpx.Client) -> None:
     assert r.id in [x.id for x in rs.list(page=1).items]
     resp = http.get("/streaming/restreams")
     assert isinstance(resp.json(), list) and int(resp.headers["X-Total-Count"]) >= 1
-    # R64 / R67 messages
+    # bad uri, unknown stream and non-boolean no_audio messages
     with pytest.raises(gcore.UnprocessableEntityError) as exc:
         rs.create(restream={"name": "bad", "stream_id": s.id, "uri": "http://example.com/x"})
     assert exc.value.body == {"errors": {"uri": ["invalid uri, supported protocols are rtmp, rtmps, srt"]}}
@@ -556,7 +556,7 @@ def test_videos_list_get_delete(srv: OnairServer, sdk: gcore.Gcore, http: httpx.
     assert v.dash_url and v.dash_url.endswith(f"/videos/{CLIENT_ID}_{v.slug}/master.mpd")
     assert v.iframe_url
     assert v.recording_started_at and ISO_Z.match(v.recording_started_at)
-    # R55: deleting the stream keeps its recordings
+    # deleting the stream keeps its recordings
     sdk.streaming.streams.delete(s.id)
     assert vids.get(va).stream_id == s.id
     assert {x.id for x in vids.list(stream_id=s.id).items} == {va, vb}

@@ -59,7 +59,7 @@ def _names(body: Any) -> str:
 
 # (method, path, body — dict/list for JSON or str for raw bytes, field expected in the error body)
 CASES: list[tuple[str, str, Any, str]] = [
-    # stream create (S2)
+    # stream create
     ("POST", "/streaming/streams", {"name": "x", "dvr_duration": 29}, "dvr_duration"),
     ("POST", "/streaming/streams", {"name": "x", "dvr_duration": 14401}, "dvr_duration"),
     ("POST", "/streaming/streams", {"name": "x", "dvr_duration": "long"}, "dvr_duration"),
@@ -101,7 +101,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("POST", "/streaming/streams", "{", "body"),
     ("POST", "/streaming/streams", '{"name": "x",}', "body"),
     ("POST", "/streaming/streams", "", "body"),
-    # stream update (S4)
+    # stream update
     ("PATCH", f"/streaming/streams/{S}", {"stream": {"dvr_duration": 14401}}, "dvr_duration"),
     ("PATCH", f"/streaming/streams/{S}", {"stream": {"name": ""}}, "name"),
     ("PATCH", f"/streaming/streams/{S}", {"stream": {"name": None}}, "name"),
@@ -140,7 +140,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("GET", f"/streaming/streams?page={HUGE}", None, "page"),
     ("GET", "/streaming/streams?with_broadcasts=yes", None, "with_broadcasts"),
     ("GET", "/streaming/broadcasts?page=-1", None, "page"),
-    # overlays (S11, S12, S15)
+    # overlays (create, bulk update, update)
     ("POST", f"/streaming/streams/{S}/overlays", [{"url": "http://a.example/", "width": 0}], "width"),
     ("POST", f"/streaming/streams/{S}/overlays", [{"url": "http://a.example/", "width": 1921}], "width"),
     ("POST", f"/streaming/streams/{S}/overlays", [{"url": "http://a.example/", "height": 1081}], "height"),
@@ -170,7 +170,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("PATCH", f"/streaming/streams/{S}/overlays/{OV}", {"stretch": True}, "stretch"),
     ("PATCH", f"/streaming/streams/{S}/overlays/{OV}", {"url": None}, "url"),
     ("PATCH", f"/streaming/streams/{S}/overlays/{OV}", [{"x": 1}], "body"),
-    # clips (S9)
+    # clips (create)
     ("PUT", f"/streaming/streams/{S}/clip_recording", {}, "duration"),
     ("PUT", f"/streaming/streams/{S}/clip_recording", {"duration": 0}, "duration"),
     ("PUT", f"/streaming/streams/{S}/clip_recording", {"duration": "ten"}, "duration"),
@@ -183,13 +183,13 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("PUT", f"/streaming/streams/{S}/clip_recording", {"duration": 10, "expiration": 2**31 - 1}, "expiration"),
     ("PUT", f"/streaming/streams/{S}/clip_recording", {"duration": 10, "vod_required": "perhaps"}, "vod_required"),
     ("PUT", f"/streaming/streams/{S}/clip_recording", [], "body"),
-    # quality sets (Q2)
+    # quality sets (set default)
     ("PUT", "/streaming/quality_sets/default", {"live": {"id": "x"}}, "id"),
     ("PUT", "/streaming/quality_sets/default", {"live": 5}, "live"),
     ("PUT", "/streaming/quality_sets/default", {"live": {"id": HUGE}}, "id"),
     ("PUT", "/streaming/quality_sets/default", {"live": {"id": 424242}}, "424242"),
     ("PUT", "/streaming/quality_sets/default", [], "body"),
-    # broadcasts (B1, B2)
+    # broadcasts (create, update)
     ("POST", "/streaming/broadcasts", {"broadcast": {"name": "x", "status": "Weird"}}, "status"),
     ("POST", "/streaming/broadcasts", {"broadcast": {"name": "x", "stream_ids": "1"}}, "stream_ids"),
     ("POST", "/streaming/broadcasts", {"broadcast": {"name": "x", "stream_ids": [HUGE]}}, "stream_ids"),
@@ -206,7 +206,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("POST", "/streaming/broadcasts", {"broadcast": {"name": "a\u0000"}}, "name"),
     ("PATCH", f"/streaming/broadcasts/{B}", {"broadcast": {"name": ""}}, "name"),
     ("PATCH", f"/streaming/broadcasts/{B}", {"broadcast": {"status": 3}}, "status"),
-    # restreams (R1, R2)
+    # restreams (create, update)
     ("POST", "/streaming/restreams", {"restream": {"stream_id": HUGE, "uri": "rtmp://x/y"}}, "stream_id"),
     ("POST", "/streaming/restreams", {"restream": {"stream_id": "abc", "uri": "rtmp://x/y"}}, "stream_id"),
     ("POST", "/streaming/restreams", {"restream": {"stream_id": S, "uri": "http://x/y"}}, "uri"),
@@ -228,7 +228,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("POST", "/streaming/restreams", {"restream": {"uri": "rtmp://x/y"}}, "stream"),
     ("PATCH", f"/streaming/restreams/{R}", {"restream": {"uri": "udp://x:1"}}, "uri"),
     ("PATCH", f"/streaming/restreams/{R}", {"restream": {"stream_id": 2**31 - 9}}, "stream"),
-    # players (P1, P2)
+    # players (create, update)
     ("POST", "/streaming/players", {"player": {"name": "p", "bg_color": "red"}}, "bg_color"),
     ("POST", "/streaming/players", {"player": {"name": "p", "logo_position": "middle"}}, "logo_position"),
     ("POST", "/streaming/players", {"player": {"name": "p", "autoplay": "often"}}, "autoplay"),
@@ -236,7 +236,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("POST", "/streaming/players", {"player": {"name": "p", "custom_css": "a" * 70000}}, "custom_css"),
     ("PATCH", f"/streaming/players/{P}", {"player": {"fg_color": "#12345"}}, "fg_color"),
     ("PATCH", f"/streaming/players/{P}", {"player": {"name": ""}}, "name"),
-    # videos (V1)
+    # videos (list)
     ("GET", "/streaming/videos?stream_id=abc", None, "stream_id"),
     ("GET", f"/streaming/videos?stream_id={HUGE}", None, "stream_id"),
     ("GET", "/streaming/videos?id=1,x", None, "id"),

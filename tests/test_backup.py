@@ -1,4 +1,4 @@
-"""Issue 4: backup ingest with failover (R17–R19): the output continues from the backup feed."""
+"""Issue 4: backup ingest with failover: the output continues from the backup feed."""
 
 from __future__ import annotations
 

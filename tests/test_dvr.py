@@ -46,7 +46,7 @@ def test_dvr_window_clip_and_auto_record(server: OnairServer) -> None:
         media_url = parse_master(master, master_url)[0]["uri"]
         rbase = media_url.rsplit("/", 1)[0]
 
-        # recording_duration grows while auto_record records (R46, R48)
+        # recording_duration grows while auto_record records
         wait_until(lambda: (api(server, "GET", f"/streaming/streams/{sid}")["recording_duration"] or 0) > 3, 20,
                    what="recording_duration")
 
@@ -61,7 +61,7 @@ def test_dvr_window_clip_and_auto_record(server: OnairServer) -> None:
         assert codecs(ffprobe(init + old_seg)) == {"h264"}
         ts_master = http.get(stream["hls_mpegts_url"]).raise_for_status().text
         ts_url = parse_master(ts_master, stream["hls_mpegts_url"])[0]["uri"]
-        assert extinf_total(http.get(ts_url).text) >= 26, "MPEG-TS HLS shares the DVR window (R31)"
+        assert extinf_total(http.get(ts_url).text) >= 26, "MPEG-TS HLS shares the DVR window"
         mpd = http.get(stream["dash_url"]).raise_for_status().text
         depth = float(re.search(r'timeShiftBufferDepth="PT([0-9.]+)S"', mpd)[1])  # type: ignore[index]
         assert depth >= 28
@@ -83,7 +83,7 @@ def test_dvr_window_clip_and_auto_record(server: OnairServer) -> None:
         clip_master = http.get(clip["hls_master"]).raise_for_status().text
         variant = parse_master(clip_master, clip["hls_master"])[0]["uri"]
         clip_len = extinf_total(http.get(variant).raise_for_status().text)
-        assert 4 <= clip_len <= 12, clip_len  # R44: whole segments, up to one more at each end
+        assert 4 <= clip_len <= 12, clip_len  # whole segments, up to one more at each end
 
         wait_until(lambda: http.get(soon["mp4_master"]).status_code == 200, 30, what="second clip")
 

@@ -1,5 +1,5 @@
-"""Public pages: the VOD player at a Video's `iframe_url`, the broadcast page (§8, R69) and player
-settings (§11) applied to the pages, with real ffmpeg pushes and Debian's headless Chromium."""
+"""Public pages: the VOD player at a Video's `iframe_url`, the broadcast page and player
+settings applied to the pages, with real ffmpeg pushes and Debian's headless Chromium."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.conftest import API_KEY, OnairServer, have, wait_until
 from tests.media import push_rtmp, stop
 
 needs_ffmpeg = pytest.mark.skipif(not have("ffmpeg"), reason="ffmpeg missing")
-STATUS_DEADLINE = 6  # R69: a status change shows in open pages within a few seconds (they poll every 2 s)
+STATUS_DEADLINE = 6  # a status change shows in open pages within a few seconds (they poll every 2 s)
 PLAYER = {"name": "branded", "autoplay": True, "mute": False, "bg_color": "#123456", "fg_color": "#203040",
           "text_color": "#fafafa", "logo_position": "br", "speed_control": True,
           "custom_css": ".onair-logo { outline: 3px solid rgb(1, 2, 3); }", "js_url": "https://evil.example/x.js"}

@@ -216,7 +216,7 @@ def test_player_html_overlays(server: OnairServer, browser: Any, widget_server: 
             assert r.status_code == 200, r.text
         wait_until(lambda: _near(_box(page, sel), 600, 400, 200, 200), 15,
                    what=f"moved overlay at (600,400) 200x200, got {_box(page, sel)}")
-        with server.client() as c:  # off the 640x360 frame: all widgets hidden (R59)
+        with server.client() as c:  # off the 640x360 frame: all widgets hidden
             r = c.patch(f"/streaming/streams/{sid}/overlays/{oid}", json={"x": 600})
             assert r.status_code == 200, r.text
         wait_until(lambda: not page.is_visible(sel), 15, what="overlay off the frame hidden")

@@ -88,7 +88,7 @@ def test_manual_recording_and_sigkill_recovery(make_server: Callable[..., OnairS
 
 
 def test_long_recording_is_split(make_server) -> None:  # type: ignore[no-untyped-def]
-    """R51 with the maximum lowered to 5 s: a 14 s auto-recorded push becomes consecutive Videos."""
+    """Long recordings are split: with the maximum at 5 s, a 14 s auto-recorded push becomes consecutive Videos."""
     srv = make_server(recording_max_seconds=5).start()
     with srv.client() as c:
         stream = c.post("/streaming/streams", json={"name": "split", "active": True, "auto_record": True}).json()

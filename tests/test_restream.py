@@ -1,4 +1,4 @@
-"""Restreams (spec §10, R64–R68): node A pushes its live stream on to node B, for real."""
+"""Restreams: node A pushes its live stream on to node B, for real."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_restream_to_another_node(make_server: Callable[..., OnairServer]) -> No
     http = httpx.Client(timeout=30)
     t0 = time.monotonic()
     try:
-        # R66: the active restreams start by themselves once X is live on A
+        # the active restreams start by themselves once X is live on A
         wait_until(lambda: get_stream(b, plain["id"])["live"], 20, what="B's stream live through the restream")
         took = time.monotonic() - t0
         assert restream(a, "GET", f"/{r_plain['id']}")["live"]
@@ -96,7 +96,7 @@ def test_restream_to_another_node(make_server: Callable[..., OnairServer]) -> No
         wait_until(lambda: get_stream(b, hush["id"])["live"], 20, what="silence restream live")
         assert ts_segment_codecs(http, hush) == {"h264", "aac"}
 
-        # R68: transcoded = A's top rendition (fed from A's MPEG-TS HLS output)
+        # transcoded = A's top rendition (fed from A's MPEG-TS HLS output)
         wait_until(lambda: get_stream(b, top["id"])["live"], 30, what="transcoded restream live")
         assert ts_segment_codecs(http, top) == {"h264", "aac"}
         assert restream(a, "GET", f"/{r_top['id']}")["live"]

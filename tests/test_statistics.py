@@ -1,4 +1,4 @@
-"""Statistics from real playback: ffprobe samples (T1), stream minutes (T2/T3), viewers and watch time (T4–T6)."""
+"""Statistics from real playback: ffprobe samples, stream minutes, viewers and watch time."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def test_aiortc_publishes_and_plays(server: OnairServer, whip_client: Any) -> No
     assert live["stream_source_type"] == "webrtc"
     _assert_llhls_decodes(stream, (640, 360))
 
-    # one publisher per key (R15): a second WHIP offer is refused with 2003
+    # one publisher per key: a second WHIP offer is refused with 2003
     second = whip_client(url).publish()
     assert (second.status_code, second.headers.get("x-reason-code")) == (403, "2003"), second.text
 

@@ -1,4 +1,4 @@
-"""Instant clips cut from a stream's DVR window (S9, S10)."""
+"""Instant clips cut from a stream's DVR window: create and list."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ async def create_clip(body: ClipCreate, node: NodeDep, db: DbDep,
     db.add(clip)
     await db.commit()
     video_id = await node.control.clip_requested(clip.id)
-    if video_id is not None:  # vod_required (R43): the Video exists from now on, its files follow
+    if video_id is not None:  # vod_required: the Video exists from now on, its files follow
         clip.video_id = video_id
     return clip_out(node, clip, (await live_quality_set(db, stream.quality_set_id)).id)
 

@@ -1,4 +1,4 @@
-"""Broadcasts (B1–B6), restreams (R1–R5) and players (P1–P6): stored settings with wrapped bodies."""
+"""Broadcasts, restreams and players: stored settings with wrapped bodies."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _client_extra(node: Node, d: Document) -> dict[str, Any]:
 
 
 def _restream_extra(node: Node, d: Document) -> dict[str, Any]:
-    # `live` is runtime state: whether the pusher is sending to the target now (R66)
+    # `live` is runtime state: whether the pusher is sending to the target now
     return {"client_id": node.settings.client_id, "live": node.control.restream_live(d.id)}
 
 

@@ -1,4 +1,4 @@
-"""Error bodies in the shapes the spec documents (§2.6), so SDK users see familiar errors."""
+"""Error bodies in the platform's shapes, so SDK users see familiar errors."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def validation_body(errors: list[Any]) -> dict[str, Any]:
             out.setdefault("body", []).append("a JSON body is required")
             continue
         if err.get("type") == "missing":
-            msg = "can't be blank"  # the platform's wording for a required key (spec R1)
+            msg = "can't be blank"  # the platform's wording for a required key
         out.setdefault(_field_name(loc), []).append(msg)
     return {"errors": out}
 
@@ -64,7 +64,7 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if request.url.path.startswith("/streaming/statistics/"):
-            # statistics report bad query parameters as 400 {"data": [], "errors": ["..."]} (spec §12)
+            # statistics report bad query parameters as 400 {"data": [], "errors": ["..."]}
             texts = [f"{_field_name(tuple(e.get('loc', ())))}: {e.get('msg', 'is invalid')}" for e in errors]
             return JSONResponse({"data": [], "errors": texts}, status_code=400)
         malformed = any(e.get("type") == "json_invalid" for e in errors)

@@ -1,4 +1,4 @@
-"""HTML overlays of a stream (S11–S16). Bodies are JSON arrays for the bulk calls (spec §2.2)."""
+"""HTML overlays of a stream. Bodies are JSON arrays for the bulk calls (create, update_multiple)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Quality sets (Q1, Q2): the live transcoding ladders and the account default."""
+"""Quality sets: the live transcoding ladders and the account default."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ async def set_default(body: QualitySetsDefault, db: DbDep) -> dict[str, Any]:
             continue
         rows = (await db.execute(select(QualitySet).where(QualitySet.kind == kind))).scalars().all()
         target = ref.id
-        if target is None:  # null restores the system default (R70)
+        if target is None:  # null restores the system default
             target = next(q["id"] for q in SYSTEM_QUALITY_SETS if q["kind"] == kind and q["default"])
         if target not in {q.id for q in rows}:
             raise ApiError(400, {"status": 400, "error": f"unknown {kind} quality set id {target}"})

@@ -1,4 +1,4 @@
-"""Request and response models of the /streaming API (spec §4–§12)."""
+"""Request and response models of the /streaming API."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def validate_pull_uri(uri: str) -> str:
 class StreamFields(ApiInput):
     """StreamInput: every key optional here; create-time rules are checked by the router."""
 
-    # unknown and read-only keys (active_ingest_region_*, id, ...) are ignored, as the spec says (R9)
+    # unknown and read-only keys (active_ingest_region_*, id, ...) are ignored: a client cannot change them
     name: str | None = Field(None, max_length=4096)
     active: bool | None = None
     pull: bool | None = None
@@ -113,7 +113,7 @@ class StreamUpdate(ApiInput):
     @model_validator(mode="before")
     @classmethod
     def _accept_flat(cls, data: Any) -> Any:
-        # one doc example sends the fields unwrapped (spec C12); accepting both is harmless
+        # one doc example sends the fields unwrapped; accepting both is harmless
         if isinstance(data, dict) and "stream" not in data:
             return {"stream": data}
         return data

@@ -1,4 +1,4 @@
-"""Statistics (T1–T6) computed from the source samples the node records while streams transcode."""
+"""Statistics (ffprobe, stream series) computed from the source samples the node records while streams transcode."""
 
 from __future__ import annotations
 

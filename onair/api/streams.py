@@ -1,4 +1,4 @@
-"""Streams (S1–S10, X1): the stream resource, its recording and DVR controls, its playback tokens."""
+"""Streams: the stream resource, its recording and DVR controls, its playback tokens."""
 
 from __future__ import annotations
 
@@ -225,11 +225,11 @@ async def start_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) -
     usage = shutil.disk_usage(node.settings.data_dir)
     free_mb, used_mb, limit_mb = usage.free / 2**20, usage.used / 2**20, usage.total / 2**20
     if free_mb < node.settings.min_free_mb:
-        raise field_error("name", "Error text: No space for recording the stream.")  # the spec's S7 body
+        raise field_error("name", "Error text: No space for recording the stream.")  # the platform's wording
     await node.control.start_recording(stream_id)
     if free_mb >= 2 * node.settings.min_free_mb:
         return Response(status_code=204)
-    # R47: started, with a warning that storage is running out
+    # started (200, not 204), with a warning that storage is running out
     client = {"id": node.settings.client_id, "storage_limit_mb": int(limit_mb), "storage_usage_mb": round(used_mb, 1)}
     return JSONResponse({
         "data": {"stream": {"id": stream_id, "client": client}},
@@ -245,4 +245,4 @@ async def stop_recording(node: NodeDep, db: DbDep, stream_id: int = StreamId) ->
     await load_stream(db, stream_id)
     video_id = await node.control.stop_recording(stream_id)
     video = await db.get(Video, video_id) if video_id is not None else None
-    return video_out(node, video) if video is not None else {}  # R49: the new Video, or {} (S8)
+    return video_out(node, video) if video is not None else {}  # the new Video, or {} if nothing was recorded

@@ -1,4 +1,4 @@
-"""Video library (V1–V3): recordings and clips of live streams."""
+"""Video library (list, get, delete): recordings and clips of live streams."""
 
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ def _duration_text(value: float) -> str:
 
 
 def rewrite_ts_playlist(text: str, *, with_duration: bool, ended: bool, endlist: bool) -> str:
-    """ffmpeg's rolling playlist, with R32's `duration_sec=` and R33's ENDLIST rule applied."""
+    """ffmpeg's rolling playlist: `?duration_sec=` per segment if `with_duration`, ENDLIST once `ended` if `endlist`."""
     out: list[str] = []
     duration: float | None = None
     for line in text.splitlines():

@@ -37,7 +37,7 @@ class StreamAccess:
 @dataclass(frozen=True)
 class Refusal:
     reason: str
-    code: int  # WHIP X-Reason-Code (spec R21)
+    code: int  # WHIP X-Reason-Code (2001 unknown stream, 2002 bad token, 2003 already publishing, ...)
     unknown: bool = False  # the stream does not exist (or the key is not its key)
 
 

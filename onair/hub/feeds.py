@@ -1,4 +1,4 @@
-"""Primary and backup feeds of one live stream, and the rule that picks which one feeds (spec R17–R19).
+"""Primary and backup feeds of one live stream, and the rule that picks which one feeds.
 
 A stream may have a primary and a backup publisher at once (each key one connection). Only one of
 them feeds the transcoder; the other is followed by a :class:`StandbyTracker` so that it can take

@@ -33,7 +33,7 @@ __all__ = [
 
 
 class IngestRefused(Exception):
-    """Publishing refused; str(exc) is the reason, `code` the WHIP X-Reason-Code (spec R21) when one applies."""
+    """Publishing refused; str(exc) is the reason, `code` the WHIP X-Reason-Code when one applies."""
 
     def __init__(self, reason: str, code: int | None = None) -> None:
         super().__init__(reason)

@@ -143,7 +143,7 @@ class StreamHub:
             self._accepted(protocol, redacted, remote, standby=False)
             return None
         if running is not None and running.is_live:
-            # the stream's other ingest (primary or backup) is live: join as the standby feed (R17)
+            # the stream's other ingest (primary or backup) is live: join as the standby feed
             running.feeds.attach(publisher, feeding=False)
             self._accepted(protocol, redacted, remote, standby=True)
             return None
@@ -250,7 +250,7 @@ class StreamHub:
             return
         await self.events.emit(PublisherEnded(stream, publisher, reason, session_over=not carried_on))
         if isinstance(remaining, Publisher) and carried_on:
-            # the other ingest carries the stream on (R17); take it at once if this one was feeding
+            # the other ingest carries the stream on (failover); take it at once if this one was feeding
             if stream.feeds.feeding is publisher and await stream.switch_to(remaining, "feed disconnected"):
                 await self._feed_switched(stream, remaining)
         else:

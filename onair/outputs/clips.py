@@ -1,7 +1,7 @@
-"""Instant clips (S9, R38–R44): whole segments of the DVR window between `start` and `start+duration`.
+"""Instant clips: whole segments of the DVR window between `start` and `start+duration`.
 
 Once the range has been packaged, its segments (from memory, or the DVR store on disk) are copied to
-the clip's own directory so the clip outlives the DVR window (R42)::
+the clip's own directory so the clip outlives the DVR window (until its expiration)::
 
     {clips}/{clip_id}/meta.json
     {clips}/{clip_id}/{track}/init.mp4, seg{i}.m4s, index.m3u8   (fMP4 HLS per rendition)

@@ -189,7 +189,7 @@ class DvrOutput:
             stream.archive.close()  # queued writes still complete; the files stay until the next session
 
     def cleanup(self, stream_id: int) -> None:
-        """S6/R35: drop everything before the live edge from the playlists, the MPD and the disk."""
+        """dvr_cleanup: drop everything before the live edge from the playlists, the MPD and the disk."""
         stream = self.hub.get(stream_id)
         if stream is not None:
             dvr_cleanup(stream, stream.archive if isinstance(stream.archive, DvrStore) else None)

@@ -1,5 +1,5 @@
 """Recording follows the hub: start with the stream (auto_record), tee the primary source, keep going
-across a short drop (R50), split long recordings (R51) and close them before the disk fills."""
+across a short drop, split long recordings and close them before the disk fills."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class RecordingOutput:
             async with self.sessionmaker() as db:
                 row = await db.get(Stream, stream.stream_id)
             if row is not None:
-                # R48 auto_record, R50 a source back within the grace period continues its recording
+                # auto_record, or a source back within the grace period continues its recording
                 await self.recordings.source_resumed(row, stream)
         elif isinstance(event, PublisherEnded) and not event.publisher.key.backup:
             if event.reconnecting:  # the same recording continues if the source is back within the window
@@ -94,7 +94,7 @@ class RecordingOutput:
             await self.recordings.stop(sid)
 
     async def _split_long_recordings(self) -> None:
-        """R51: a recording reaching the maximum length is closed and the next Video continues it."""
+        """A recording reaching the maximum length is closed and the next Video continues it."""
         for sid, rec in list(self.recordings.active.items()):
             if rec.duration < self.max_seconds or rec.writer is None:
                 continue

@@ -1,11 +1,11 @@
-"""Restreams: pushing a live stream on to external RTMP/RTMPS/SRT targets (spec §10, R64–R68).
+"""Restreams: pushing a live stream on to external RTMP/RTMPS/SRT targets.
 
 A restream is a Document row (kind ``restream``). While its source stream is live and the restream is
 ``active``, one supervised :class:`RestreamPusher` runs an ffmpeg that sends to the target:
 
 * ``source="original"``: the publisher's bytes, untouched (``-c copy``), fed to the pusher's stdin by a
   :class:`~onair.outputs.tap.SourceTap` (the same way the origin recorder gets them);
-* ``source="transcoded"`` (R68): the top rendition of the ladder as the transcoder writes it to the
+* ``source="transcoded"``: the top rendition of the ladder as the transcoder writes it to the
   MPEG-TS HLS output (video + audio in one file per segment), read by ffmpeg's HLS demuxer from
   disk. That costs a segment of latency but needs no second muxing path in Python: the packaged fMP4
   tracks are separate video and audio streams that would need two pipes into ffmpeg.
@@ -320,7 +320,7 @@ class Restreams:
         if isinstance(event, SessionStarted):
             stream.source_readers.append(_OriginalSource(self, stream))
         elif isinstance(event, PublisherLive):
-            await self.stream_live(stream.stream_id)  # R66: active restreams start with the stream
+            await self.stream_live(stream.stream_id)  # active restreams start with the stream
         elif isinstance(event, PublisherEnded) and event.session_over:
             await self.stream_ended(stream.stream_id)
 

@@ -1,10 +1,10 @@
 """Public pages beyond the live player (routes.py):
 
-    GET /videos/{cid}_{slug}/player            the VOD player, a Video's `iframe_url` (§9.1: `?t=<sec>`)
+    GET /videos/{cid}_{slug}/player            the VOD player, a Video's `iframe_url` (`?t=<sec>` starts there)
     GET /videos/{cid}_{slug}/player/info.json  what it plays (polled while the Video is processing)
-    GET /broadcasts/{cid}_{id}                 the broadcast page (§8): status message or the live stream
-    GET /broadcasts/{cid}_{id}/info.json       its state, polled every 2 s (R69); counts spectators
-    GET /player/config/{id}.json               the public display settings of a stored player (§11)
+    GET /broadcasts/{cid}_{id}                 the broadcast page: status message or the live stream
+    GET /broadcasts/{cid}_{id}/info.json       its state, polled every 2 s; counts spectators
+    GET /player/config/{id}.json               the public display settings of a stored player
 
 Every page takes `?player_id=N` (a broadcast uses its own `player_id` unless the URL names one) and
 applies that player's display settings in the browser (static/skin.js). `render_preview` draws the

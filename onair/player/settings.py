@@ -1,4 +1,4 @@
-"""Display settings of a stored player (§11) as the public pages apply them.
+"""Display settings of a stored player as the public pages apply them.
 
 Only what a viewer's browser needs to draw the player leaves the server: colours, logo, custom CSS and
 the behaviour switches. `name`, `js_url`, `skin_is_url`, `design` and `framework` stay private (the
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 COLOR_KEYS = ("bg_color", "fg_color", "text_color", "hover_color")
 BOOL_KEYS = ("autoplay", "mute", "disable_skin", "speed_control", "show_sharing")
 LOGO_POSITIONS = ("tl", "tr", "bl", "br")
-# what a stored player that leaves a switch unset gets (the API's player defaults, §11.1)
+# what a stored player that leaves a switch unset gets (the API's player defaults)
 STORED_DEFAULTS: dict[str, bool] = {"autoplay": False, "mute": False, "disable_skin": False,
                                     "speed_control": False, "show_sharing": True}
 BUILTIN: dict[str, Any] = {"player_id": None, "autoplay": True, "mute": True, "disable_skin": False,

@@ -25,7 +25,7 @@ async def seed_quality_sets(db: AsyncSession) -> None:
 
 
 async def live_quality_set(db: AsyncSession, quality_set_id: int | None) -> QualitySet:
-    """The ladder a stream transcodes with: its own set, else the account's live default (R71)."""
+    """The ladder a stream transcodes with: its own set, else the account's live default."""
     if quality_set_id is not None:
         qs = await db.get(QualitySet, quality_set_id)
         if qs is not None and qs.kind == "live":

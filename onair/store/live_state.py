@@ -94,7 +94,7 @@ class LiveStateWriter:
             await self._write(event, {"stream_source_type": event.source_type})
 
     def _live_values(self, event: PublisherLive) -> dict[str, Any]:
-        """R19: a backup sets backup_live/started_at_backup; the feeding one sets the source type."""
+        """A backup sets backup_live/started_at_backup; the feeding one sets the source type."""
         now = utcnow()
         values: dict[str, Any] = ({"backup_live": True, "started_at_backup": now} if event.publisher.key.backup
                                   else {"started_at_primary": now})

@@ -29,7 +29,7 @@ class ApiKey(Base):
 
 class Stream(Base):
     __tablename__ = "streams"
-    # AUTOINCREMENT on SQLite so a deleted stream's id is never reused (R73)
+    # AUTOINCREMENT on SQLite so a deleted stream's id is never reused
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -58,7 +58,7 @@ class Stream(Base):
     srt_passphrase: Mapped[str | None] = mapped_column(String(80), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    # ingest state that must survive restarts (R26)
+    # ingest state that must survive restarts (finished_at_* keeps the last end time)
     live: Mapped[bool] = mapped_column(Boolean, default=False)
     backup_live: Mapped[bool] = mapped_column(Boolean, default=False)
     stream_source_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -115,7 +115,7 @@ class Video(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="empty")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # no FK: recordings outlive their stream (R55)
+    # no FK: deleting a stream keeps its recordings
     stream_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     client_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     record_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -157,7 +157,7 @@ class StreamSample(Base):
 
 
 class ViewerSample(Base):
-    """Who watched a stream during one sampling period: feeds the viewer/watch-time statistics (T4–T6)."""
+    """Who watched a stream during one sampling period: feeds the viewer/watch-time statistics."""
 
     __tablename__ = "viewer_samples"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

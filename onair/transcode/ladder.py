@@ -51,7 +51,7 @@ class SystemQuality:
     rendition: Rendition
 
     def as_row(self) -> dict[str, Any]:
-        """The stored ``qualities`` entry (spec §7.3); ``fps_max`` is not stored, it follows the height."""
+        """The stored ``qualities`` entry; ``fps_max`` is not stored, it follows the height."""
         r = self.rendition
         return {"id": self.id, "name": r.name, "width": r.width, "height": r.height, "video_kbps": r.video_kbps}
 
@@ -84,7 +84,7 @@ QVOD1080 = SystemQuality(11, VOD1080)
 QVOD720 = SystemQuality(12, VOD720)
 QVOD360 = SystemQuality(13, VOD360)
 
-# System ladders (spec §7.3). Names follow the product's rendition naming.
+# System ladders (H.264 + AAC). Names follow the product's rendition naming.
 LIVE_ABR_1080P = SystemLadder(1, "live", "Live ABR 1080p (H.264/AAC)", True, (Q1080P, Q720P, Q480P, Q360P))
 LIVE_ABR_720P = SystemLadder(2, "live", "Live ABR 720p (H.264/AAC)", False, (Q720P, Q480P, Q360P))
 LIVE_LOW_480P = SystemLadder(3, "live", "Live low bitrate 480p/360p/240p", False, (Q480P, Q360P, Q240P))

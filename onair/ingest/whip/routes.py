@@ -33,7 +33,7 @@ router = APIRouter(tags=["whip"])
 PAGE = Path(__file__).with_name("golive.html")
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_OFFER = 64 * 1024
-# refusal code → HTTP status (spec R21): a stream that does not exist is 401, any other refusal 403
+# refusal code → HTTP status: a stream that does not exist is 401, any other refusal 403
 STATUS_OF_CODE = {2001: 401}
 
 
@@ -88,7 +88,7 @@ async def whip_publish(request: Request, key: str) -> Response:
     if len(body) > MAX_OFFER:
         return _error(413, "SDP offer too large")
     stream_key = parse_stream_key(key)
-    if stream_key is None or stream_key.backup:  # no backup WHIP (spec R20)
+    if stream_key is None or stream_key.backup:  # WHIP has no backup endpoint
         return _error(401, "stream does not exist", 2001)
     offer = body.decode("utf-8", errors="replace")
     service.load_webrtc()

@@ -32,7 +32,7 @@ class OfferError(ValueError):
 
 
 def check_offer(sdp: str) -> None:
-    """WHIP publishers must send H.264 video and Opus audio (spec R21)."""
+    """WHIP publishers must send H.264 video and Opus audio."""
     try:
         desc = SessionDescription.parse(sdp)
     except Exception as exc:  # noqa: BLE001 - aiortc's parser raises assorted errors on garbage

@@ -1,4 +1,4 @@
-"""Recording live streams into the video library (spec §13.5, R45–R55).
+"""Recording live streams into the video library.
 
 manager.py: the `Recordings` of a node; journal.py: one `Recording` and its crash-safe journal;
 writers.py: how each source session (piece) is written; finishing.py: pieces → library files.

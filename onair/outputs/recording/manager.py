@@ -1,7 +1,7 @@
 """The recordings of a node (owned by StreamLifecycle): start, grace period, stop, recovery.
 
 A `Recording` becomes one Video. It is made of pieces, one per source session: a source that comes
-back within `GRACE_S` (R50) continues the same recording in a new piece. Finishing a recording
+back within `GRACE_S` continues the same recording in a new piece. Finishing a recording
 (stop, grace expiry, or recovery at start-up after a crash) turns the pieces into the library files
 (see finishing.py), then marks the Video ``ready``.
 """
@@ -35,7 +35,7 @@ log = logging.getLogger("onair.outputs.recording")
 
 VideoReadyHook = Callable[[AsyncSession, Video], Awaitable[None]]
 
-GRACE_S = 10.0  # R50
+GRACE_S = 10.0  # a source back within 10 s continues the same recording
 _SLUG = string.ascii_letters + string.digits
 
 
@@ -113,7 +113,7 @@ class Recordings:
             await rec.writer.feed(data)
 
     async def source_ended(self, stream_id: int, grace: float = GRACE_S) -> None:
-        """The publisher left: close the piece and give the source `grace` seconds to come back (R50; longer
+        """The publisher left: close the piece and give the source `grace` seconds to come back (longer
         within a stream's reconnect window)."""
         rec = self.active.get(stream_id)
         if rec is None or rec.writer is None:
@@ -128,7 +128,7 @@ class Recordings:
         rec.grace = self._spawn(expire())
 
     async def source_resumed(self, stream: Stream, output: LiveStream) -> bool:
-        """A publisher went live: continue a recording in its grace period, else auto_record (R48)."""
+        """A publisher went live: continue a recording in its grace period, else auto_record."""
         rec = self.active.get(stream.id)
         if rec is not None and rec.writer is None:
             if rec.grace is not None:

@@ -1,4 +1,4 @@
-/* onair broadcast page: shows what the broadcast's status says (§8, R69). Pending: the pending message
+/* onair broadcast page: shows what the broadcast's status says, soon after it changes. Pending: the pending message
  * over the poster; Live: the live player of the chosen stream in an iframe (player.js, with the
  * broadcast's player settings); Paused/Finished: their messages (Finished with show_dvr_after_finish: the
  * recording's VOD player). It polls info.json every couple of seconds with a per-tab client id, which

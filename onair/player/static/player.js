@@ -353,7 +353,7 @@
   // --- HTML overlays: iframes at source-frame coordinates, scaled onto the displayed picture -----------
   var overlayEls = {};  // overlay id -> {el, url}
 
-  // the frame size overlay coordinates refer to: the pushed source, else the picture, else Full HD (R58)
+  // the frame size overlay coordinates refer to: the pushed source, else the picture, else Full HD
   function sourceSize() {
     var info = api.info || {};
     if (info.source_width && info.source_height) return { w: info.source_width, h: info.source_height };
@@ -394,7 +394,7 @@
       var y = o.stretch ? 0 : o.y || 0;
       var w = o.stretch ? src.w : o.width || src.w - x;
       var h = o.stretch ? src.h : o.height || src.h - y;
-      if (x + w > src.w || y + h > src.h) fits = false;  // R59: one widget off the frame hides them all
+      if (x + w > src.w || y + h > src.h) fits = false;  // one widget off the frame hides them all
       var item = overlayEls[o.id];
       if (!item) {
         var el = document.createElement("iframe");

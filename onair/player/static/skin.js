@@ -1,4 +1,4 @@
-/* onair player skin: applies a stored player's public display settings (§11, from the page config) to
+/* onair player skin: applies a stored player's public display settings (from the page config) to
  * the page. Colours become CSS variables (--onair-bg/-fg/-text/-hover, used by player.css), custom_css is
  * appended as the last <style> (text only, never HTML), the logo is an <img> in a corner, disable_skin
  * hides the controls, speed_control adds a playbackRate menu. window.onairSkin.apply() returns
