@@ -151,6 +151,13 @@ class LiveControl:
             await self.recordings.discard(item_id)
         # overlays_changed: the players poll the overlays; nothing runs on the receiving node
 
+    async def catch_up(self, streams: list[Stream]) -> None:
+        """Every stream as the database has it, after a gap in the cluster channel (events may be lost)."""
+        for stream in streams:
+            await self._stream_changed(stream)
+        for stream_id in self.hub.directory.ids() - {s.id for s in streams}:
+            await self._stream_deleted(stream_id)
+
     async def stream_changed(self, stream: Stream) -> None:
         await self._stream_changed(stream)
         await self._announce("stream_changed", stream.id)

@@ -223,7 +223,10 @@ def test_one_node_pulls_and_a_survivor_takes_over(make_server, pg_url: str, redi
     killed = time.monotonic()
     name = "node-a" if survivor is nodes["a"] else "node-b"
     # 20 s: under a full suite's load ffmpeg may need a reconnect to the live HLS source (the figure is printed)
-    wait_until(lambda: live_on(survivor, sid, name), 20, interval=0.2, what="the PULL live on the survivor")
+    try:
+        wait_until(lambda: live_on(survivor, sid, name), 20, interval=0.2, what="the PULL live on the survivor")
+    except AssertionError as exc:  # what the survivor did meanwhile says why
+        raise AssertionError(f"{exc}\n{survivor.log_tail(40)}") from None
     print(f"\nPULL taken over by the survivor and live {time.monotonic() - killed:.2f}s after the SIGKILL")
     # at least once: ffmpeg reading the live HLS source may reconnect (a segment deleted under a slow reader)
     assert _pulled(survivor, sid) >= 1

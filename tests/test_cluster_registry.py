@@ -110,8 +110,13 @@ async def test_membership_and_channel(redis_url: str) -> None:
     async def handler(message: dict[str, object]) -> None:
         await got.put(message)
 
+    caught_up = asyncio.Event()
+
+    async def catch_up() -> None:
+        caught_up.set()
+
     assert isinstance(b.bus, ControlBus) and isinstance(a.members, Membership)
-    listener = asyncio.create_task(b.bus.listen(handler))
+    listener = asyncio.create_task(b.bus.listen(handler, catch_up))
     try:
         await a.members.beat()
         assert await b.members.alive({"a", "gone"}) == {"a"}
@@ -124,6 +129,14 @@ async def test_membership_and_channel(redis_url: str) -> None:
         second = await asyncio.wait_for(got.get(), 2)
         assert (first["kind"], first["id"], second["kind"]) == ("stream_changed", 3, "stream_deleted")
         assert got.empty()
+        assert not caught_up.is_set()  # the first subscription: the node reads the database after it anyway
+
+        # Redis drops the subscriber (as when its output buffer overflows): B subscribes again, catches up
+        # from the database, and hears the messages from then on
+        assert await a.client.client_kill_filter(_type="pubsub") >= 1
+        await asyncio.wait_for(caught_up.wait(), 10)
+        await a.bus.publish({"kind": "stream_changed", "id": 5})
+        assert (await asyncio.wait_for(got.get(), 2))["id"] == 5
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)

@@ -141,11 +141,17 @@ def _link(cluster: Cluster, node: Node) -> None:
     async def clear(nodes: set[str]) -> list[int]:
         return await node.live_state.clear(nodes)
 
+    async def catch_up() -> None:
+        async with node.sessionmaker() as db:
+            streams = list((await db.execute(select(Stream))).scalars())
+        await node.control.catch_up(streams)
+        log.info("cluster channel back: streams caught up from the database", extra={"streams": len(streams)})
+
     cluster.leases.on_lost = node.hub.lease_lost
     cluster.leases.on_pull_lost = node.control.pulls.claim_lost
     cluster.hooks = ClusterHooks(control=control, snapshot=node.control.snapshot, continuity=node.control.continuity,
                                  owners=node.live_state.owners,
-                                 clear=clear)
+                                 clear=clear, catch_up=catch_up)
     node.control.cluster = cluster
     node.cluster = cluster
 

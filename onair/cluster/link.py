@@ -27,6 +27,7 @@ __all__ = ["Cluster", "ClusterHooks"]
 log = logging.getLogger("onair.cluster")
 
 REAP_PERIOD_S = 1.0
+SUBSCRIBE_TIMEOUT_S = 15.0
 
 
 class ClusterHooks:
@@ -36,12 +37,14 @@ class ClusterHooks:
                  snapshot: Callable[[], dict[int, dict[str, Any]]],
                  owners: Callable[[], Awaitable[set[str]]],
                  clear: Callable[[set[str]], Awaitable[list[int]]],
-                 continuity: Callable[[], dict[int, OutputContinuity]]) -> None:
+                 continuity: Callable[[], dict[int, OutputContinuity]],
+                 catch_up: Callable[[], Awaitable[None]]) -> None:
         self.control = control  # a control event of another node: (kind, id)
         self.snapshot = snapshot  # this node's live streams: {stream id: status.snapshot_entry}
         self.owners = owners  # the nodes the database names as receiving a live feed
         self.clear = clear  # end the live state of the feeds these (dead) nodes received
         self.continuity = continuity  # where this node's live outputs have got to
+        self.catch_up = catch_up  # apply the database's state: the channel was away, events may be lost
 
 
 class Cluster:
@@ -88,11 +91,17 @@ class Cluster:
             raise RuntimeError(f"cannot reach Redis at {where.get('host')}:{where.get('port')} (ONAIR_REDIS_URL): "
                                f"{type(exc).__name__}") from exc
         await self.members.beat()
-        self._tasks = [asyncio.create_task(self.bus.listen(self._message), name="cluster-channel"),
+        self._tasks = [asyncio.create_task(self.bus.listen(self._message, self.hooks.catch_up),
+                                           name="cluster-channel"),
                        asyncio.create_task(self._beat_loop(), name="cluster-heartbeat"),
                        asyncio.create_task(self._reap_loop(), name="cluster-reaper")]
-        with contextlib.suppress(TimeoutError):  # events sent meanwhile are in the database anyway
-            await asyncio.wait_for(self.bus.subscribed.wait(), 2.0)
+        # subscribed before the node reads its streams from the database: no change falls between the two
+        try:
+            await asyncio.wait_for(self.bus.subscribed.wait(), SUBSCRIBE_TIMEOUT_S)
+        except TimeoutError:
+            await self.stop()
+            raise RuntimeError(f"cannot subscribe to the cluster channel on Redis within {SUBSCRIBE_TIMEOUT_S:g} s "
+                               "(ONAIR_REDIS_URL)") from None
         log.info("joined the cluster", extra={"node": self.node})
 
     async def stop(self) -> None:

@@ -200,18 +200,21 @@ class ControlBus:
         self.client = client
         self.channel = f"{prefix}control"
         self.instance = instance
-        self.subscribed = asyncio.Event()
+        self.subscribed = asyncio.Event()  # set once the first subscription holds
 
     async def publish(self, message: dict[str, Any]) -> None:
         await self.client.publish(self.channel, json.dumps({**message, "from": self.instance}))
 
-    async def listen(self, handler: Handler) -> None:
-        """Calls `handler` with every message of the other nodes, until cancelled; reconnects after errors."""
+    async def listen(self, handler: Handler, resubscribed: Callable[[], Awaitable[None]]) -> None:
+        """Calls `handler` with every message of the other nodes, until cancelled; reconnects after errors
+        and then awaits `resubscribed` (messages sent while it was away are lost: pub/sub keeps nothing)."""
         backoff = 0.2
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                if self.subscribed.is_set():
+                    await self._catch_up(resubscribed)
                 self.subscribed.set()
                 backoff = 0.2
                 while True:
@@ -219,12 +222,18 @@ class ControlBus:
                     if message is not None:
                         await self._deliver(handler, message.get("data"))
             except (RedisError, OSError) as exc:
-                self.subscribed.clear()
                 log.warning("cluster channel lost, resubscribing", extra={"error": type(exc).__name__})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
                 await pubsub.aclose()
+
+    @staticmethod
+    async def _catch_up(resubscribed: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await resubscribed()
+        except Exception:  # the messages from now on still count
+            log.exception("cluster catch-up failed")
 
     async def _deliver(self, handler: Handler, data: Any) -> None:
         try:

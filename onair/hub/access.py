@@ -82,6 +82,9 @@ class IngestDirectory:
     def get(self, stream_id: int) -> StreamAccess | None:
         return self._entries.get(stream_id)
 
+    def ids(self) -> set[int]:
+        return set(self._entries)
+
     def check(self, key: StreamKey) -> tuple[Refusal | None, StreamAccess | None]:
         """(refusal or None, entry) for a push with this key."""
         entry = self._entries.get(key.stream_id)
