@@ -8,7 +8,7 @@ viewer a video and an audio playlist loop on its own keep-alive connection, bloc
 measured window:
 
 - upstream requests per viewer request: what the node's `onair_playback_requests_total` (every kind and
-  status) gained, over the GETs the viewers sent the edge; issue 12's target is at most 0.1;
+  status) gained, over the GETs the viewers sent the edge; the target is at most 0.1;
 - edge viewer cores: nginx (master, workers, cache manager) plus the `onair serve` process alone minus its
   idle (stream live, no viewers; its ffmpeg children are not counted), as bench/playback.py counts onair;
   beside it, bench/playback.py's baseline: nginx serving a snapshot of the same files statically to the same
@@ -32,7 +32,7 @@ from bench.playback import Counters, Run, Snapshot, baseline, drive, live_tracks
 from bench.procs import CpuMeter, cpu_seconds, descendants, loadavg, nginx_config, push_file, source_file
 from onair.app.edge import EdgeSettings, parse_node, render_edge_config
 
-TARGET = 0.1  # upstream requests per viewer request (issue 12)
+TARGET = 0.1  # upstream requests per viewer request
 _COUNTER = re.compile(r'^onair_playback_requests_total\{([^}]*)\} ([0-9.e+-]+)$', re.M)
 _KIND = re.compile(r'kind="([^"]*)"')
 

@@ -258,7 +258,7 @@ def _fmt(v: float, unit: str = "ms") -> str:
     return "   n/a" if v != v else (f"{v:6.0f}" if unit == "ms" else f"{v:6.2f}")
 
 
-# The figures before issue 16 (make bench, medians of 3) and its targets, printed beside each result.
+# The earlier figures (make bench, medians of 3) and the targets, printed beside each result.
 PREVIOUS_S = {"first part": 2.33, "LL-HLS": 2.49, "LL-HLS join at start": None, "LL-DASH": 5.61, "WHIP→LL-HLS": 6.2}
 TARGET_S = {"first part": 1.5, "LL-HLS": 1.5, "LL-HLS join at start": 1.5, "LL-DASH": 2.5, "WHIP→LL-HLS": 2.0}
 
@@ -346,7 +346,7 @@ def main(quick: bool = False) -> None:
     dash = next(m for m in modes if m.query == "?dash")
     stalls = sum(r["stalls"] for r in modes[0].results)
     watched = sum(r["window_s"] for r in modes[0].results)
-    print("    against the figures before issue 16 (medians of runs):", flush=True)
+    print("    against the earlier figures (medians of runs):", flush=True)
     print(summary_line("first part", part), flush=True)
     print(summary_line("LL-HLS", ll / 1000, f"stalls {stalls:.0f} in {watched:.0f} s watched"), flush=True)
     print(summary_line("LL-HLS join at start", median([r["g2g_ms"] for r in joins]) / 1000), flush=True)

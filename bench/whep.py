@@ -167,7 +167,7 @@ def main(quick: bool = False) -> None:
     finally:
         browser.close()
         pw.stop()
-    print("    targets (issue 16): WHIP → WHEP ≤ 500 ms, RTMP → WHEP ≤ 1000 ms, 50 viewers without a stall",
+    print("    targets: WHIP → WHEP ≤ 500 ms, RTMP → WHEP ≤ 1000 ms, 50 viewers without a stall",
           flush=True)
 
 

@@ -6,7 +6,7 @@ Two set-ups:
   seconds after the stream went live, warm-up, then the window;
 * the player as a second page in the publisher's browser context, as tests/test_whip.py measures. The
   publisher's draws per second are printed beside each run: Playwright keeps both pages active (about 60
-  draws/s), so a throttled background publisher is not what made that test report 6.2 s before issue 16.
+  draws/s), so a throttled background publisher is not what made that test once report 6.2 s.
   What did: it took the first 60 frames a stock hls.js presented after joining at the very start of the
   stream, while the server started ffmpeg only after ffprobe had read a second of buffered head and
   `-fflags +nobuffer` dropped the first GOP (WebRTC encoders send the next keyframe only on request); the

@@ -1,4 +1,4 @@
-"""Issue 4: backup ingest with failover: the output continues from the backup feed."""
+"""Backup ingest with failover: the output continues from the backup feed."""
 
 from __future__ import annotations
 

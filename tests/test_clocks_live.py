@@ -1,4 +1,4 @@
-"""Honest clocks and aligned renditions over a real 60 s RTMP push (issue 14).
+"""Honest clocks and aligned renditions over a real 60 s RTMP push.
 
 The test is the encoder: it sends pre-encoded FLV tags over RTMP at the pace of their timestamps, so the
 moment each frame was captured (sent) is known. The program date-time of the segment holding a frame must

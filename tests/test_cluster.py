@@ -1,4 +1,4 @@
-"""Issue 12: nodes sharing PostgreSQL and Redis: one feed per key across nodes, live state and control
+"""Nodes sharing PostgreSQL and Redis: one feed per key across nodes, live state and control
 events seen from every node, node loss (SIGKILL) handled by the leases and the survivors."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12: three nodes A, B, C: a stream pushed to A plays from C in hls.js and dash.js (Chromium), and the
+"""Three nodes A, B, C: a stream pushed to A plays from C in hls.js and dash.js (Chromium), and the
 hls.js player on C resumes by itself when A is SIGKILLed and the encoder re-pushes to B."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12, the registry's parts on a real Redis (no media): leases, membership, the channel, settings."""
+"""The cluster registry's parts on a real Redis (no media): leases, membership, the channel, settings."""
 
 from __future__ import annotations
 

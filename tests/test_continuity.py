@@ -1,4 +1,4 @@
-"""Issue 4: the packager continues a track across a restarted/switched encoder byte stream."""
+"""The packager continues a track across a restarted/switched encoder byte stream."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 5: DVR window on disk, dvr_cleanup, instant clips, and an auto-recorded push, in one 50 s push."""
+"""DVR window on disk, dvr_cleanup, instant clips, and an auto-recorded push, in one 50 s push."""
 
 from __future__ import annotations
 

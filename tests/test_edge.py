@@ -1,4 +1,4 @@
-"""Issue 12: `onair edge-config` → a real nginx caching edge in front of a node.
+"""`onair edge-config` → a real nginx caching edge in front of a node.
 
 N identical concurrent requests through the edge cost the node one request (proxy_cache_lock), blocking
 reloads are cached per `_HLS_msn`/`_HLS_part`, and the API passes through uncached.

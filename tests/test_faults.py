@@ -1,4 +1,4 @@
-"""Issue 7 fault tests: the server survives bad peers and stops cleanly."""
+"""Fault tests: the server survives bad peers and stops cleanly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 3: RTMP push → ABR transcode → LL-HLS, LL-DASH, MPEG-TS HLS and screenshots, end to end."""
+"""RTMP push → ABR transcode → LL-HLS, LL-DASH, MPEG-TS HLS and screenshots, end to end."""
 
 from __future__ import annotations
 

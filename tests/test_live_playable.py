@@ -1,4 +1,4 @@
-"""`live` means playable (issue 14): the moment it turns true, the master and every media playlist answer
+"""`live` means playable: the moment it turns true, the master and every media playlist answer
 at once with at least one complete segment, for RTMP and SRT sources."""
 
 from __future__ import annotations

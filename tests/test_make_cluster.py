@@ -1,4 +1,4 @@
-"""Issue 12: `make cluster` (python -m onair.app.cluster) starts three nodes and the nginx edge, and stops
+"""`make cluster` (python -m onair.app.cluster) starts three nodes and the nginx edge, and stops
 every child on SIGTERM or Ctrl-C (and when killed itself); a rerun on the same data dir and database works."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12: finished recordings go to S3-compatible object storage, and any node serves them, after their
+"""Finished recordings go to S3-compatible object storage, and any node serves them, after their
 origin is gone too. The S3 server is moto's server mode, started here; onair talks plain S3 to it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The player x encoder matrix of issue 14: every player starts within 1 s of `live` and plays 30 s without a stall.
+"""The player x encoder matrix: every player starts within 1 s of `live` and plays 30 s without a stall.
 
 Players: hls.js, dash.js and Shaka in Debian's Chromium, GStreamer playbin3 with hlsdemux2 and dashdemux2. Sources:
 RTMP and SRT from ffmpeg, WHIP from aiortc; one push per source with all players watching at once, a light
@@ -107,11 +107,11 @@ def _stop_source(pub: Any) -> None:
         pub.stop()
 
 
-# Issue 14's bar, not met yet (the run's table goes to /tmp/onair-player-matrix.txt): every player plays the 30 s,
+# The matrix's bar is not met yet (the run's table goes to /tmp/onair-player-matrix.txt): every player plays the 30 s,
 # but with five players and the source on two cores the browsers start 1.0-2.1 s after `live` (bar: 1 s), dash.js
 # stalls 4-9 times, and GStreamer's hlsdemux2 and dashdemux2 buffer ~4 s and ~30 s before playing. Strict: the
 # day it passes, this mark must go.
-@pytest.mark.xfail(strict=True, reason="issue 14 open: not every player starts within 1 s of live and plays 30 s")
+@pytest.mark.xfail(strict=True, reason="not met yet: not every player starts within 1 s of live and plays 30 s")
 @pytest.mark.parametrize("source", ["rtmp-ffmpeg", "srt-ffmpeg", "whip"])
 def test_every_player_starts_at_live_and_plays(node: OnairServer, browser: Any, source: str) -> None:
     stream = create_stream(node, name=f"matrix {source}")
@@ -159,7 +159,7 @@ def test_gstreamer_encoders_go_live_and_play(node: OnairServer, browser: Any, en
     assert not out.stalls, out.row(encoder, 20, 8)
 
 
-# hls.js only: Shaka started this way still stalls 2-3 times in its first 10 s (issue 14 open)
+# hls.js only: Shaka started this way still stalls 2-3 times in its first 10 s
 @pytest.mark.parametrize("player_kind", ["hlsjs"])
 def test_a_viewer_waiting_before_the_push_plays_without_a_stall(node: OnairServer, browser: Any,
                                                                 player_kind: str) -> None:

@@ -1,4 +1,4 @@
-"""Issue 4: PULL streams: round-robin over `uri`, pushes refused, switched off at once."""
+"""PULL streams: round-robin over `uri`, pushes refused, switched off at once."""
 
 from __future__ import annotations
 

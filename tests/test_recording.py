@@ -1,4 +1,4 @@
-"""Issue 5: manual start/stop recording, and recovery of a recording interrupted by SIGKILL."""
+"""Manual start/stop recording, and recovery of a recording interrupted by SIGKILL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 16: the ladder is planned from what the source says (SPS, FLV sequence headers, MPEG-TS PMT): pure parsers."""
+"""The ladder is planned from what the source says (SPS, FLV sequence headers, MPEG-TS PMT): pure parsers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 4: SRT ingest on one UDP port for every stream, routed by streamid, with passphrases."""
+"""SRT ingest on one UDP port for every stream, routed by streamid, with passphrases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 16: nothing pushed is lost at the start, and LL-HLS parts are short.
+"""Nothing pushed is lost at the start, and LL-HLS parts are short.
 
 The source carries a frame counter burned into its picture (tests/media.py `counter_filter`): the first
 frame of the first LL-HLS segment and of the recording must be pushed frame 0.

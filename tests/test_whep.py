@@ -1,4 +1,4 @@
-"""Issue 16 (WHEP share): WebRTC playback at `whep_url`, played by headless Chromium from RTMP and WHIP sources."""
+"""WHEP: WebRTC playback at `whep_url`, played by headless Chromium from RTMP and WHIP sources."""
 
 from __future__ import annotations
 

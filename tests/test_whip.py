@@ -1,4 +1,4 @@
-"""Issue 6 (WHIP half): WebRTC publishers on `push_url_whip` — aiortc and headless Chromium — to LL-HLS."""
+"""WHIP: WebRTC publishers on `push_url_whip` — aiortc and headless Chromium — to LL-HLS."""
 
 from __future__ import annotations
 
