@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import struct
 import subprocess
+from typing import cast
 
 import pytest
 
+from onair.delivery.whep.feed import JOIN_BURST_UNITS, Viewer, WhepFeed
 from onair.delivery.whep.media import AccessUnit, GopCache, Pacer, TrackDemuxer, VideoUnits, join_units
 from onair.formats.fmp4 import FMP4Error
 from onair.formats.fmp4.samples import avcc_to_annexb, fragment_samples, parse_avcc
+from onair.hub.keys import StreamKey
+from onair.hub.live_stream import LiveStream
+from onair.hub.publisher import Publisher
 from tests.test_fmp4 import _moof, box, ffmpeg_audio, ffmpeg_video, split_boxes
 
 
@@ -164,3 +169,42 @@ def test_flv_frames_pass_only_what_webrtc_carries(args: list[str], passable: boo
     assert len(video) == 50 and [i for i, u in enumerate(video) if u.keyframe] == [0, 25]
     assert video[0].data.startswith(b"\0\0\0\1\x67") and video[1].pts - video[0].pts == 3600
     assert frames.aac_config and 90 <= len(audio) <= 96
+
+
+class _Sink:
+    async def publisher_data(self, publisher: Publisher, data: bytes) -> None:
+        pass
+
+    async def publisher_closed(self, publisher: Publisher, reason: str) -> None:
+        pass
+
+
+async def test_a_viewer_joining_late_in_a_webrtc_gop_waits_for_the_keyframe_it_asks_for() -> None:
+    source = Publisher(_Sink(), StreamKey(1, False, "t"), "whip", "mpegts", started=0.0)
+    asked: list[int] = []
+    source.keyframe_request = lambda: asked.append(1)
+    feed = WhepFeed(cast(LiveStream, None))  # frames come from the source: the stream's tracks are not read
+    feed.use_source(source)
+
+    def frames(first: int, n: int, keyframe: bool = False) -> None:
+        for i in range(first, first + n):
+            feed.on_frame("video", b"\x00\x00\x00\x01" + (b"\x65" if keyframe and i == first else b"\x41"),
+                          i * 3000, keyframe=keyframe and i == first)
+
+    frames(0, 10, keyframe=True)
+    early = Viewer()
+    feed.add(early)  # a short GOP: all of it at once, the newest picture at the live edge
+    assert early.started and early.video.qsize() == 10 and asked == []
+    frames(10, JOIN_BURST_UNITS)
+    late = Viewer()
+    feed.add(late)
+    assert not late.started and late.video.qsize() == 0 and asked == [1]
+    frames(10 + JOIN_BURST_UNITS, 3, keyframe=True)  # the keyframe asked for
+    assert late.started and late.video.qsize() == 3
+
+    source.keyframe_request = None  # a source that cannot be asked (RTMP): the long GOP after all
+    frames(13 + JOIN_BURST_UNITS, JOIN_BURST_UNITS)
+    other = Viewer()
+    feed.add(other)
+    assert other.started and other.video.qsize() == 3 + JOIN_BURST_UNITS and asked == [1]
+    await feed.stop()

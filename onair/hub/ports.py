@@ -48,6 +48,9 @@ class IngestSession(Protocol):
 
     def frame(self, kind: str, data: bytes, timestamp: int, *, keyframe: bool) -> None: ...
 
+    # set by an adapter whose source sends a keyframe when asked (WHIP); readers call it through the hub
+    keyframe_request: Callable[[], None] | None
+
     async def close(self, reason: str) -> None: ...
 
 

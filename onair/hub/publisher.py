@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -53,6 +54,8 @@ class Publisher:
         # encoder sends keyframes only when asked, so the next one may be many seconds away)
         self._gop: list[tuple[str, bytes, int, bool]] = []
         self._gop_bytes = 0
+        # how the source is asked for a keyframe, when it can be (a WebRTC encoder answers a PLI at once)
+        self.keyframe_request: Callable[[], None] | None = None
 
     @property
     def stream_id(self) -> int:
@@ -85,6 +88,13 @@ class Publisher:
             return
         self._gop.append((kind, data, timestamp, keyframe))
         self._gop_bytes += len(data)
+
+    def request_keyframe(self) -> bool:
+        """Ask the source for a keyframe soon; False when it cannot be asked."""
+        if self.keyframe_request is None or self.ended:
+            return False
+        self.keyframe_request()
+        return True
 
     def add_frame_reader(self, reader: FrameReader) -> None:
         """Attach a reader; it gets the frames since the newest keyframe at once, then each new frame."""

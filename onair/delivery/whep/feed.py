@@ -54,6 +54,10 @@ AUDIO_TIME_BASE = Fraction(1, 48_000)
 VIDEO_FRAMES = Counter("onair_whep_video_frames_total", "Video frames fanned out to WHEP viewers (once per frame)",
                        ["path"])  # source: the publisher's own frames; transcoder: the top rendition
 VIEWER_QUEUE = 400  # packets (over 10 s of video): a viewer this far behind starts again at a keyframe
+# A joining viewer gets the cached GOP as one burst only up to this many frames (1 s at 30 fps) when the
+# source can send a new keyframe instead: hundreds of frames at once overran Chromium's decoder (it
+# dropped them and froze), while a WebRTC encoder answers a keyframe request within a frame or two.
+JOIN_BURST_UNITS = 30
 
 
 @dataclass(eq=False)
@@ -262,7 +266,10 @@ class WhepFeed:
     # -- viewers -------------------------------------------------------------------------------------
     def add(self, viewer: Viewer) -> None:
         """A viewer starts from the cached GOP at once when there is one, else at the next keyframe."""
-        gop = join_units(self._gop.units())
+        units = self._gop.units()
+        if len(units) > JOIN_BURST_UNITS and self.source is not None and self.source.request_keyframe():
+            units = []  # it starts at the keyframe asked for
+        gop = join_units(units)
         for unit in gop:
             viewer.video.put_nowait(_packet(unit.data, unit.pts, VIDEO_TIME_BASE))
         viewer.started = bool(gop)

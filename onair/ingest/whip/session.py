@@ -25,6 +25,7 @@ FIRST_KEYFRAME_REQUEST_S = 0.5
 # Browsers send an IDR only when asked (PLI): ask at the transcoder's keyframe interval so its probe and
 # any restart find a decodable start (ffmpeg drops the packets it probed with -fflags nobuffer)
 KEYFRAME_REQUEST_INTERVAL_S = 2.0
+KEYFRAME_REQUEST_GAP_S = 0.25  # between two requests a reader asked for (one per GOP start is plenty)
 
 
 class OfferError(ValueError):
@@ -61,6 +62,8 @@ class WhipSession:
         self._muxer = TsMuxer()
         self._last_frame = time.monotonic()
         self._ended = False
+        self._keyframe_wanted = asyncio.Event()
+        publisher.keyframe_request = self._keyframe_wanted.set
 
     async def answer(self, offer_sdp: str) -> str:
         """Negotiate and gather every candidate (no trickle ICE); returns the answer SDP."""
@@ -109,11 +112,16 @@ class WhipSession:
         if send_pli is None:
             return
         while True:
-            await asyncio.sleep(KEYFRAME_REQUEST_INTERVAL_S if self._muxer.started else FIRST_KEYFRAME_REQUEST_S)
-            sources = receiver.getSynchronizationSources()
-            if sources:
+            interval = KEYFRAME_REQUEST_INTERVAL_S if self._muxer.started else FIRST_KEYFRAME_REQUEST_S
+            with contextlib.suppress(TimeoutError):  # a reader that joined may ask earlier
+                await asyncio.wait_for(self._keyframe_wanted.wait(), interval)
+            self._keyframe_wanted.clear()
+            # every SSRC heard: the list holds the RTX one too (first, while the browser probes its bandwidth
+            # with RTX padding), and a PLI naming it is ignored
+            for source in receiver.getSynchronizationSources():
                 with contextlib.suppress(Exception):
-                    await send_pli(sources[0].source)
+                    await send_pli(source.source)
+            await asyncio.sleep(KEYFRAME_REQUEST_GAP_S)
 
     async def _pump(self) -> None:
         """The single writer into the publisher, so TS bytes keep their order."""
