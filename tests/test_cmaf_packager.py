@@ -430,6 +430,21 @@ def _live_package() -> tuple[LiveStreamPackage, bytes, list[bytes], bytes, list[
     return pkg, vinit, vfrags, ainit, afrags
 
 
+def test_the_first_mpd_already_announces_the_whole_time_shift_window() -> None:
+    """dash.js caps its live delay at the first MPD's timeShiftBufferDepth for good: one short segment in,
+    the MPD says the window the stream will keep (6 x 2 s), not the fraction of a second listed yet."""
+    pkg, vinit, vfrags, ainit, afrags = _live_package()
+    pkg.feed("360p", vinit)
+    pkg.feed("audio", ainit)
+    for f in vfrags[:5]:  # segment 0 complete (the keyframe at 2 s starts segment 1)
+        pkg.feed("360p", f)
+    for f in afrags[:5]:
+        pkg.feed("audio", f)
+    root = ET.fromstring(pkg.render_mpd(now=T0 + timedelta(seconds=3), include_in_progress=True))
+    depth = root.get("timeShiftBufferDepth", "")
+    assert depth.startswith("PT") and float(depth[2:-1]) == pytest.approx(12.0)
+
+
 async def test_blocking_reload_wakes_on_next_part() -> None:
     pkg, vinit, vfrags, ainit, afrags = _live_package()
     v = pkg.video["360p"]

@@ -29,6 +29,7 @@ def render_dash_mpd(
     latency_target: float = 3.0,
     include_in_progress: bool = False,
     utc_timing_url: str = "/time",
+    time_shift_depth: float = 0.0,
 ) -> str:
     """LL-DASH MPD (dynamic while live, static once ended) with one SegmentTimeline per Representation.
 
@@ -36,7 +37,10 @@ def render_dash_mpd(
     the packager's wallclock_anchor) so that AST + t/timescale matches segment arrival.
     `include_in_progress` also lists the in-progress segment with its nominal duration, which
     SegmentTimeline clients need to request it before it completes. `utc_timing_url` should be absolute:
-    GStreamer's dashdemux (and DASH-IF IOP) resolve no relative UTCTiming value.
+    GStreamer's dashdemux (and DASH-IF IOP) resolve no relative UTCTiming value. `time_shift_depth`: the
+    seconds the stream keeps listed once it has run that long; timeShiftBufferDepth is never less. dash.js
+    caps its live delay at timeShiftBufferDepth, once, from the first MPD it reads: the 0.2-0.3 s listed
+    just after the start made it chase the live edge for good, running dry at every segment.
     """
     videos = videos_best_first(video_tracks)
     audio = ready(audio_track)
@@ -63,8 +67,11 @@ def render_dash_mpd(
         pto_seconds = min(starts, default=0.0)
         mpd.set("mediaPresentationDuration", _xs_duration(max(ends, default=0.0) - pto_seconds))
     else:
-        window = min((sum(s.duration for s in t.segments) for t in tracks if t.segments), default=max_seg)
-        mpd.set("minimumUpdatePeriod", _xs_duration(min(max_seg, 2.0)))
+        listed = min((sum(s.duration for s in t.segments) for t in tracks if t.segments), default=max_seg)
+        window = max(listed, time_shift_depth)
+        # a part: with a SegmentTimeline the next segment is known only from a newer MPD, and at 2 s
+        # dash.js learned of it up to 2 s after it began, its buffer running dry meanwhile
+        mpd.set("minimumUpdatePeriod", _xs_duration(max_part))
         mpd.set("timeShiftBufferDepth", _xs_duration(window))
         mpd.set("suggestedPresentationDelay", _xs_duration(latency_target))
         sd = ET.SubElement(mpd, "ServiceDescription", {"id": "0"})

@@ -196,6 +196,7 @@ class LiveStreamPackage:
             raise ValueError("rendition names must be unique")
         self._clock = clock
         self.latency_target = latency_target
+        self.window_seconds = window_segments * target_segment  # what the playlists keep once that long
 
         def make(name: str) -> LiveRendition:
             return LiveRendition(
@@ -296,4 +297,5 @@ class LiveStreamPackage:
             latency_target=self.latency_target,
             include_in_progress=include_in_progress,
             utc_timing_url=utc_timing_url,
+            time_shift_depth=self.window_seconds,
         )
