@@ -17,6 +17,7 @@ from onair.formats.manifest import SegmentView, TrackView, fmt_ms, fmt_ms_ceil, 
 __all__ = [
     "PART_SEGMENTS",
     "TsVariant",
+    "hold_back_for_parts",
     "render_clip_master",
     "render_clip_media",
     "render_clip_variant",
@@ -73,6 +74,12 @@ def render_hls_master(video_tracks: Sequence[TrackView], audio_track: TrackView 
     return "\n".join(lines) + "\n"
 
 
+def hold_back_for_parts(part_target: float, requested: float | None = None) -> float:
+    """PART-HOLD-BACK: how far behind the live edge a low-latency player starts (3 parts unless asked
+    otherwise, never under the RFC 8216bis minimum of 2)."""
+    return max(requested if requested is not None else 3 * part_target, 2 * part_target)
+
+
 def render_hls_media(
     track: TrackView,
     *,
@@ -86,8 +93,7 @@ def render_hls_media(
         ended = track.ended
     td = track.target_duration
     part_target = track.part_target
-    phb = part_hold_back if part_hold_back is not None else 3 * part_target
-    phb = max(phb, 2 * part_target)  # RFC 8216bis minimum
+    phb = hold_back_for_parts(part_target, part_hold_back)
     skip_until = 6 * td
     segs = list(track.segments)
     cur = track.current if track.current is not None and track.current.parts else None

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
 from onair.formats.dash import render_dash_mpd
-from onair.formats.hls import render_hls_master, render_hls_media
+from onair.formats.hls import hold_back_for_parts, render_hls_master, render_hls_media
 from onair.package.packager import Segment, SegmentCallback, TrackPackager
 
 __all__ = ["MAX_MSN_AHEAD", "LiveRendition", "LiveStreamPackage"]
@@ -76,8 +76,7 @@ class LiveRendition:
         return last is not None and msn < last
 
     def starts_in_first_segment(self) -> bool:
-        """A player starting PART-HOLD-BACK (3 parts) behind the edge would start inside segment 0, the only
-        complete one.
+        """A player starting PART-HOLD-BACK behind the edge would start inside segment 0, the only complete one.
 
         hls.js loads such a segment whole; when the segment is shorter than the parts listed after it (the short
         first GOP), it then waits for the next segment to complete before loading on: a stall at once.
@@ -89,7 +88,7 @@ class LiveRendition:
         first_end = segs[0].start + segs[0].duration
         cur = pk.current
         edge = cur.start + cur.duration if cur is not None and cur.parts else first_end
-        return edge - 3 * pk.part_target < first_end
+        return edge - hold_back_for_parts(pk.part_target) < first_end
 
     # The hold time is part of the API (LL-HLS blocking reload), hence the timeout parameters.
     async def _wait(self, pred: Callable[[], bool], timeout: float | None) -> bool:  # noqa: ASYNC109
