@@ -1,15 +1,25 @@
-"""Playlist text that needs no packager: MPEG-TS master and rewrite, instant-clip playlists (pinned byte for byte)."""
+"""Playlist text that needs no packager: MPEG-TS master and rewrite, instant-clip playlists (pinned byte for byte),
+and the listed durations of an LL-HLS media playlist."""
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+import pytest
 
 from onair.formats.hls import (
     TsVariant,
     render_clip_master,
     render_clip_media,
     render_clip_variant,
+    render_hls_media,
     render_ts_master,
     rewrite_ts_playlist,
 )
+from onair.formats.manifest import TrackView
 
 AUDIO_MEDIA = '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="audio",DEFAULT=YES,AUTOSELECT=YES,URI="c/audio/index.m3u8"'
 
@@ -65,3 +75,53 @@ def test_clip_master_and_variant() -> None:
     assert render_clip_variant("c/180p/index.m3u8", 243460, "c/audio/index.m3u8") == (
         head + AUDIO_MEDIA + '\n#EXT-X-STREAM-INF:BANDWIDTH=243460,AUDIO="aud"\nc/180p/index.m3u8\n'
     )
+
+
+@dataclass
+class _Part:
+    duration: float
+    independent: bool
+
+
+@dataclass
+class _Seg:
+    msn: int
+    start: float
+    parts: list[_Part]
+    program_date_time: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    discontinuity: bool = False
+    init_version: int = 0
+
+    @property
+    def duration(self) -> float:
+        return sum(p.duration for p in self.parts)
+
+
+@dataclass
+class _Track:
+    segments: list[_Seg]
+    current: _Seg | None = None
+    ended: bool = True
+    target_duration: int = 2
+    part_target: float = 0.201
+    discontinuity_sequence: int = 0
+    init_version: int = 0
+
+    def init_uri(self, version: int) -> str:
+        return "init.mp4"
+
+
+def test_listed_durations_add_up_to_the_media_timeline() -> None:
+    """0.2005 s parts (6 frames at a timescale of 11488 ticks/s): rounded one by one they would all read 0.201 and
+    run 5 ms ahead a segment; Shaka re-derived its timestampOffset as they drifted and dropped the rest of each GOP."""
+    part = 2304 / 11488
+    segs = [_Seg(n, n * 10 * part, [_Part(part, i == 0) for i in range(10)]) for n in range(3)]
+    text = render_hls_media(cast(TrackView, _Track(segs)))
+    parts = [float(m) for m in re.findall(r"#EXT-X-PART:DURATION=([0-9.]+)", text)]
+    extinf = [float(m) for m in re.findall(r"#EXTINF:([0-9.]+),", text)]
+    assert len(parts) == 30 and len(extinf) == 3
+    for k in range(1, 31):  # every part boundary within half a millisecond of the media's
+        assert abs(sum(parts[:k]) - k * part) <= 0.0005 + 1e-9
+    for n in range(3):
+        assert sum(parts[10 * n:10 * n + 10]) == pytest.approx(extinf[n], abs=1e-9)
+    assert abs(sum(extinf) - 30 * part) <= 0.0005 + 1e-9
