@@ -52,13 +52,11 @@ STAMPED_CAMERA = """
 for _k, _v in {"BITS": BITS, "W": W, "H": H, "CW": CELL_W, "CH": CELL_H, "FPS": FPS}.items():
     STAMPED_CAMERA = STAMPED_CAMERA.replace("$" + _k, str(_v))
 
-# N peer connections on one WHEP URL; returns per viewer [framesDecoded, freezeCount] after `window` ms
-VIEWERS_JS = """
-async ([url, n, windowMs]) => {
-  const open = async () => {
-    const pc = new RTCPeerConnection({ iceServers: [] });
-    pc.addTransceiver("video", { direction: "recvonly" });
-    pc.addTransceiver("audio", { direction: "recvonly" });
+# In both viewer scripts: `whep(pc, url)` offers the peer connection's transceivers to the WHEP URL (all ICE
+# candidates gathered, no trickle) and applies the answer; `openAll(n, make)` opens n of them, ten offers at a
+# time (each waits for its ICE gathering); `closeAll(pcs)` DELETEs their sessions.
+WHEP_HELPERS = """
+  const whep = async (pc, url) => {
     await pc.setLocalDescription(await pc.createOffer());
     await new Promise((ok) => { if (pc.iceGatheringState === "complete") ok();
       pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === "complete") ok(); };
@@ -69,6 +67,27 @@ async ([url, n, windowMs]) => {
     pc.location = new URL(r.headers.get("Location"), url).href;
     await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
     return pc;
+  };
+  const openAll = async (n, make) => {
+    const pcs = [];
+    for (let i = 0; i < n; i += 10) {
+      pcs.push(...await Promise.all(Array.from({ length: Math.min(10, n - i) }, make)));
+    }
+    return pcs;
+  };
+  const closeAll = (pcs) =>
+    Promise.all(pcs.map((pc) => fetch(pc.location, { method: "DELETE" }).then(() => pc.close())));
+  const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+"""
+
+# N peer connections on one WHEP URL; returns per viewer [framesDecoded, freezeCount] after `window` ms
+VIEWERS_JS = """
+async ([url, n, windowMs]) => {""" + WHEP_HELPERS + """
+  const open = () => {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    return whep(pc, url);
   };
   const stats = async (pc) => {
     let out = [0, 0];
@@ -77,74 +96,57 @@ async ([url, n, windowMs]) => {
     });
     return out;
   };
-  const pcs = [];
-  for (let i = 0; i < n; i += 10) {  // ten offers at a time: each waits for its ICE gathering
-    pcs.push(...await Promise.all(Array.from({ length: Math.min(10, n - i) }, open)));
-  }
-  const t0 = performance.now();
-  await new Promise((ok) => setTimeout(ok, 3000));  // every viewer past its first keyframe
+  const pcs = await openAll(n, open);
+  await sleep(3000);  // every viewer past its first keyframe
   const before = await Promise.all(pcs.map(stats));
   const t1 = performance.now();
-  await new Promise((ok) => setTimeout(ok, windowMs));
+  await sleep(windowMs);
   const after = await Promise.all(pcs.map(stats));
   const seconds = (performance.now() - t1) / 1000;
-  await Promise.all(pcs.map((pc) => fetch(pc.location, { method: "DELETE" }).then(() => pc.close())));
-  return { seconds, setup_s: t0 / 1000, viewers: after.map((a, i) => [a[0] - before[i][0], a[1] - before[i][1]]) };
+  await closeAll(pcs);
+  return { seconds, viewers: after.map((a, i) => [a[0] - before[i][0], a[1] - before[i][1]]) };
 }
 """
-
 
 # N peer connections whose encoded video frames are counted and dropped (no decoder in the client): per
 # viewer [frames, largest gap between two frames' receive times in ms, frames missing by RTP timestamp]
 # over `window` ms
 DELIVERY_JS = """
-async ([url, n, windowMs, fps]) => {
+async ([url, n, windowMs, fps]) => {""" + WHEP_HELPERS + """
   const step = 90000 / fps;
-  const open = async () => {
+  const count = async (reader, st) => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      const m = value.getMetadata();  // receiveTime: the frame's last packet in, not when this loop ran
+      const t = m.receiveTime === undefined ? performance.now() : m.receiveTime;
+      if (st.on) {
+        st.frames += 1;
+        st.maxGap = Math.max(st.maxGap, t - st.last);
+        if (st.lastTs !== null) {
+          st.missing += Math.max(0, Math.round(((value.timestamp - st.lastTs) >>> 0) / step) - 1);
+        }
+      }
+      st.last = t; st.lastTs = value.timestamp;
+    }
+  };
+  const open = () => {
     const pc = new RTCPeerConnection({ iceServers: [], encodedInsertableStreams: true });
     const video = pc.addTransceiver("video", { direction: "recvonly" });
     const audio = pc.addTransceiver("audio", { direction: "recvonly" });
     audio.receiver.createEncodedStreams().readable.pipeTo(new WritableStream());
-    const st = { frames: 0, maxGap: 0, missing: 0, last: 0, lastTs: null, on: false };
-    pc.st = st;
-    const reader = video.receiver.createEncodedStreams().readable.getReader();
-    (async () => {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        const m = value.getMetadata();  // receiveTime: the frame's last packet in, not when this loop ran
-        const t = m.receiveTime === undefined ? performance.now() : m.receiveTime;
-        if (st.on) {
-          st.frames += 1;
-          st.maxGap = Math.max(st.maxGap, t - st.last);
-          const frames = Math.round(((value.timestamp - st.lastTs) >>> 0) / step);
-          if (st.lastTs !== null) st.missing += Math.max(0, frames - 1);
-        }
-        st.last = t; st.lastTs = value.timestamp;
-      }
-    })();
-    await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((ok) => { if (pc.iceGatheringState === "complete") ok();
-      pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === "complete") ok(); };
-      setTimeout(ok, 2000); });
-    const r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/sdp" },
-                                 body: pc.localDescription.sdp });
-    if (r.status !== 201) throw new Error("WHEP " + r.status);
-    pc.location = new URL(r.headers.get("Location"), url).href;
-    await pc.setRemoteDescription({ type: "answer", sdp: await r.text() });
-    return pc;
+    pc.st = { frames: 0, maxGap: 0, missing: 0, last: 0, lastTs: null, on: false };
+    count(video.receiver.createEncodedStreams().readable.getReader(), pc.st);
+    return whep(pc, url);
   };
-  const pcs = [];
-  for (let i = 0; i < n; i += 10) {
-    pcs.push(...await Promise.all(Array.from({ length: Math.min(10, n - i) }, open)));
-  }
-  await new Promise((ok) => setTimeout(ok, 3000));  // every viewer past its first keyframe
+  const pcs = await openAll(n, open);
+  await sleep(3000);  // every viewer past its first keyframe
   const t1 = performance.now();
   for (const pc of pcs) { pc.st.on = true; pc.st.last = t1; }
-  await new Promise((ok) => setTimeout(ok, windowMs));
+  await sleep(windowMs);
   const t2 = performance.now();
   const out = pcs.map((pc) => [pc.st.frames, Math.max(pc.st.maxGap, t2 - pc.st.last), pc.st.missing]);
-  await Promise.all(pcs.map((pc) => fetch(pc.location, { method: "DELETE" }).then(() => pc.close())));
+  await closeAll(pcs);
   return { seconds: (t2 - t1) / 1000, viewers: out };
 }
 """
@@ -177,22 +179,12 @@ def _whip_source(browser: Any, srv: Any, stream: dict[str, Any]) -> Any:
     return context
 
 
-def _viewers(browser: Any, stream: dict[str, Any], n: int, window: float) -> dict[str, Any]:
+def _viewers(browser: Any, script: str, args: list[Any]) -> dict[str, Any]:
+    """Run one of the viewer scripts in a page of its own; `took_s` is how long set-up and window took."""
     page = browser.new_page()
     try:
         started = time.monotonic()
-        out: dict[str, Any] = page.evaluate(VIEWERS_JS, [stream["whep_url"], n, int(window * 1000)])
-        out["took_s"] = time.monotonic() - started
-        return out
-    finally:
-        page.close()
-
-
-def _delivered(browser: Any, stream: dict[str, Any], n: int, window: float) -> dict[str, Any]:
-    page = browser.new_page()
-    try:
-        started = time.monotonic()
-        out: dict[str, Any] = page.evaluate(DELIVERY_JS, [stream["whep_url"], n, int(window * 1000), FPS])
+        out: dict[str, Any] = page.evaluate(script, args)
         out["took_s"] = time.monotonic() - started
         return out
     finally:
@@ -201,7 +193,7 @@ def _delivered(browser: Any, stream: dict[str, Any], n: int, window: float) -> d
 
 def _many_viewers(browser: Any, stream: dict[str, Any], n: int, window: float) -> None:
     print(f"(c) {n} WHEP viewers of the RTMP stream, {window:.0f} s window", flush=True)
-    res = _delivered(browser, stream, n, window)
+    res = _viewers(browser, DELIVERY_JS, [stream["whep_url"], n, int(window * 1000), FPS])
     rates = [v[0] / res["seconds"] for v in res["viewers"]]
     gaps = [v[1] for v in res["viewers"]]
     stalled = sum(1 for r, g in zip(rates, gaps, strict=True) if r < 0.9 * FPS or g > FREEZE_MS)
@@ -209,7 +201,7 @@ def _many_viewers(browser: Any, stream: dict[str, Any], n: int, window: float) -
           f"(source {FPS})   largest gap median {median(gaps):4.0f} ms max {max(gaps):4.0f} ms   "
           f"missing frames {sum(v[2] for v in res['viewers'])}   stalled {stalled}   "
           f"(set up and measured in {res['took_s']:4.1f} s)", flush=True)
-    res = _viewers(browser, stream, n, window)
+    res = _viewers(browser, VIEWERS_JS, [stream["whep_url"], n, int(window * 1000)])
     rates = [v[0] / res["seconds"] for v in res["viewers"]]
     stalled = sum(1 for r, v in zip(rates, res["viewers"], strict=True) if r < 0.9 * FPS or v[1])
     print(f"    {n} viewers decoding in one page: fps min {min(rates):4.1f} median {median(rates):4.1f}   "
