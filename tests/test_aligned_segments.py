@@ -3,6 +3,7 @@ audio part shorter than MIN_SPLIT_SAMPLES frames)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,7 @@ from onair.transcode.command import (
     KEYFRAME_INTERVAL_S,
     forced_keyframes,
 )
+from tests.test_clocks_live import parse_media
 from tests.test_cmaf_packager import fragments
 from tests.test_fmp4 import ffmpeg_audio, ffmpeg_video, needs_ffmpeg
 
@@ -145,3 +147,29 @@ def test_audio_program_date_times_follow_the_video_clock(audio_first: bool) -> N
     for v, a in zip(video.segments, audio.segments, strict=False):
         gap = (a.program_date_time - v.program_date_time).total_seconds()
         assert abs(gap - (a.start - v.start)) < 0.001, (v.msn, gap, a.start - v.start)
+
+
+def test_the_stream_is_ready_once_a_player_would_start_past_the_short_first_segment() -> None:
+    """`ready` (the stream's `live`) turns true the moment every media playlist can be answered at once: a
+    player starting PART-HOLD-BACK behind its newest part starts past segment 0 (a request made earlier is
+    held: hls.js started inside the short first segment stalls at its end)."""
+    vinit, vfrags = fragments(live_keyframed_video(seconds=4, rate=25))
+    ainit, afrags = fragments(live_like("sine=frequency=440:sample_rate=48000", 4, "-c:a", "aac"))
+    pkg = LiveStreamPackage(["v"], "audio", window_segments=20, first_segment=FIRST_KEYFRAME_INTERVAL_S,
+                            clock=lambda: T0 + timedelta(hours=1))
+    pkg.set_origin(T0)
+    saw_first_segment_only = False
+    for name, data in _by_time(vinit, vfrags, ainit, afrags):
+        pkg.feed(name, data)
+        if all(r.packager.segments for r in pkg.renditions()) and not pkg.ready:
+            saw_first_segment_only = True  # segment 0 complete everywhere, yet not ready: the hold
+        if pkg.ready:
+            break
+    assert pkg.ready and saw_first_segment_only
+    for r in pkg.renditions():
+        text = pkg.render_media(r.name)
+        entries = parse_media(text)[0]
+        hold = re.search(r"PART-HOLD-BACK=([0-9.]+)", text)
+        assert hold and entries[0].duration is not None, text
+        assert entries[-1].end - float(hold[1]) >= entries[0].end - 1e-3, f"{r.name} starts in segment 0:\n{text}"
+        assert not r.starts_in_first_segment()

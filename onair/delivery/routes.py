@@ -96,17 +96,16 @@ async def _live(request: Request, pid: str) -> LiveStream:
 async def _package(request: Request, pid: str) -> LiveStreamPackage:
     output = await _live(request, pid)
     _saw_viewer(request, output)
-    deadline = asyncio.get_running_loop().time() + READY_WAIT
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_WAIT
     # the first segment needs ffmpeg to start and produce a GOP: wait a little instead of failing at once
-    while output.package is None or not output.package.ready:
-        if output.ended or asyncio.get_running_loop().time() > deadline:
-            raise PlaybackError(404, "stream not ready yet", "3000")
+    while output.package is None and not output.ended and loop.time() < deadline:
         try:
-            await asyncio.wait_for(output.package_ready.wait(), 0.2)
+            await asyncio.wait_for(output.package_ready.wait(), min(0.2, deadline - loop.time()))
         except TimeoutError:
-            pass
-        if output.package is not None and not output.package.ready:
-            await asyncio.sleep(0.1)  # between feeds there is no event to wait on; ready flips with data
+            pass  # looked at again: the stream may have ended meanwhile
+    if output.package is None or not await output.package.wait_ready(deadline - loop.time()):
+        raise PlaybackError(404, "stream not ready yet", "3000")
     return output.package
 
 

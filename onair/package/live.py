@@ -126,9 +126,18 @@ class LiveRendition:
         ok = await self._wait(lambda: self.has_part(msn, p), timeout)
         return ok or self.packager.ended
 
+    @property
+    def playable(self) -> bool:
+        """A player loading the playlist now starts at once: init, a complete segment, and not inside the first."""
+        pk = self.packager
+        return pk.has_init and bool(pk.segments) and not self.starts_in_first_segment()
+
     async def wait_past_first_segment(self, timeout: float | None = 2.0) -> bool:  # noqa: ASYNC109
         """Hold a playlist request while `starts_in_first_segment()` (a young stream: at most PART-HOLD-BACK)."""
         return await self._wait(lambda: not self.starts_in_first_segment(), timeout)
+
+    async def wait_playable(self, timeout: float | None) -> bool:  # noqa: ASYNC109
+        return await self._wait(lambda: self.playable, timeout)
 
     async def wait_for_init(self, timeout: float | None = 10.0) -> bool:  # noqa: ASYNC109
         return await self._wait(lambda: self.packager.has_init, timeout)
@@ -235,9 +244,19 @@ class LiveStreamPackage:
 
     @property
     def ready(self) -> bool:
-        """Every rendition has its init segment and a complete segment: a player can start (a playlist
-        of nothing but parts and a preload hint is not enough for every player)."""
-        return all(r.packager.has_init and r.packager.segments for r in self.renditions())
+        """Every rendition is playable (LiveRendition.playable): a player starting now is served at once. A
+        playlist of nothing but parts and a preload hint is not enough for every player, and one whose
+        start point falls in the short first segment is held (the stream turns `live` after that hold)."""
+        return all(r.playable for r in self.renditions())
+
+    async def wait_ready(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait (up to `timeout` s) until `ready`; each rendition's condition, once true, stays true."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        for r in self.renditions():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if not await r.wait_playable(max(remaining, 0.0)):
+                return False
+        return self.ready
 
     @property
     def availability_start(self) -> datetime | None:
