@@ -8,6 +8,7 @@ read from the pipeline: the presentation times the video fakesink reports (gst-l
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -27,6 +28,7 @@ HARNESS_PATH = "/__matrix/"
 
 # One page per player. `m.started` is the wall-clock time (s) of the first `playing` event; afterwards every
 # `waiting`/`stalled` outside a seek (and Shaka's `buffering`, and a seek slower than 0.5 s) counts as a stall.
+# For Shaka, a `playing` while it holds playback for buffering is not the start; the end of that hold is.
 # A fatal error before the start loads again after 250 ms, as a page embedding the player would.
 _PAGE = """<!doctype html><html><body><video id="v" muted autoplay playsinline></video>
 <script src="%(vendor)s"></script>
@@ -34,9 +36,11 @@ _PAGE = """<!doctype html><html><body><video id="v" muted autoplay playsinline><
 const v = document.getElementById("v");
 window.m = {started: null, startTime: null, stalls: [], errors: [], tries: 0};
 const now = () => Date.now() / 1000;
-v.addEventListener("playing", () => {
-  if (m.started === null) { m.started = now(); m.startTime = v.currentTime; }
-});
+// Shaka holds playback (playbackRate 0) while it reports buffering: the element's `playing` is the start only
+// when the player is not holding it; otherwise the start is the end of that buffering
+let holding = () => false;
+const started = () => { if (m.started === null) { m.started = now(); m.startTime = v.currentTime; } };
+v.addEventListener("playing", () => { if (!holding()) started(); });
 // A `waiting` while the element seeks is the seek, not a rebuffer (hls.js seeking to its start position just
 // after Chrome began playing at 0); a seek that takes over 0.5 s to land counts as one.
 let seekAt = null;
@@ -52,9 +56,11 @@ function failed(err) {
   if (m.started === null) Promise.resolve(teardown()).catch(() => {}).then(() => setTimeout(start, 250));
 }
 let teardown = () => {};
+// the stream's URL: given with the page, or later by play() (a page that loaded its player before the stream)
+window.streamUrl = %(url)s;
 function start() {
   m.tries++;
-  const url = %(url)r;
+  const url = window.streamUrl;
   const kind = %(kind)r;
   if (kind === "hlsjs") {
     const hls = new Hls({lowLatencyMode: true});
@@ -70,10 +76,16 @@ function start() {
   } else {
     shaka.polyfill.installAll();
     const p = new shaka.Player();
-    p.configure({streaming: {lowLatencyMode: true}});
+    // sequenceMode: Shaka 5.2's segments mode aborts its SourceBuffers before nearly every append of a live
+    // HLS stream (it compares a re-read timestampOffset it had moved by 1 ms against a 1 ms threshold), which
+    // drops the rest of a GOP on every part: fixed upstream (shaka-player pull 10559) after 5.2.12, the newest
+    // release on npm here. Sequence mode skips that re-computation.
+    p.configure({streaming: {lowLatencyMode: true}, manifest: {hls: {sequenceMode: true}}});
     p.addEventListener("error", (e) => failed("shaka " + (e.detail && e.detail.code)));
+    holding = () => p.isBuffering();
     p.addEventListener("buffering", (e) => {
-      if (e.buffering && m.started !== null) m.stalls.push(["buffering", now(), v.currentTime]);
+      if (e.buffering && m.started !== null && !v.seeking) m.stalls.push(["buffering", now(), v.currentTime]);
+      if (!e.buffering && !v.paused && v.readyState >= 3) started();
     });
     teardown = () => p.destroy();  // a promise: the next try attaches once this player let go of <video>
     p.attach(v).then(() => p.load(url)).then(() => v.play().catch(() => {}))
@@ -83,7 +95,7 @@ function start() {
   // sees, and it then keeps its manifest refresh paused
   if (kind !== "dashjs") v.play().catch(() => {});
 }
-start();
+if (window.streamUrl) start();
 </script></body></html>
 """
 
@@ -106,18 +118,20 @@ class Outcome:
         delay = "never" if self.start_delay is None else f"{self.start_delay:.2f}s"
         verdict = "pass" if self.ok(max_start, min_played) else "FAIL"
         return (f"{source:<14} {self.player:<10} {verdict:<5} start {delay:>7}  played {self.played:5.1f}s  "
-                f"stalls {len(self.stalls)}  errors {len(self.errors)} {self.errors[:2]}")
+                f"stalls {len(self.stalls)} {[f'{x[0]} {x[2]:.2f}' for x in self.stalls[:3]]}  "
+                f"errors {len(self.errors)} {self.errors[:2]}")
 
 
 class BrowserPlayer:
     """hls.js, dash.js or Shaka on a harness page of its own."""
 
-    def __init__(self, browser: Any, base_url: str, kind: str, url: str) -> None:
+    def __init__(self, browser: Any, base_url: str, kind: str, url: str | None) -> None:
+        """Loads the harness page with the player's library; plays `url` at once, or once play() is called."""
         self.kind = kind
         self.page = browser.new_page()
         self.console: list[str] = []
         self.page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
-        html = _PAGE % {"vendor": HARNESS_PATH + "vendor.js", "url": url, "kind": kind}
+        html = _PAGE % {"vendor": HARNESS_PATH + "vendor.js", "url": json.dumps(url), "kind": kind}
         vendor = (ROOT / "node_modules" / VENDOR[kind]).read_bytes()
 
         def serve(route: Any) -> None:
@@ -128,6 +142,9 @@ class BrowserPlayer:
 
         self.page.route(base_url + HARNESS_PATH + "**", serve)
         self.page.goto(base_url + HARNESS_PATH + kind + ".html")
+
+    def play(self, url: str) -> None:
+        self.page.evaluate("(u) => { window.streamUrl = u; start(); }", url)
 
     def console_errors(self) -> list[str]:
         return [c[:200] for c in self.console if c.startswith(("error", "warning"))]

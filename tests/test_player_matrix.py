@@ -115,15 +115,17 @@ def _stop_source(pub: Any) -> None:
 @pytest.mark.parametrize("source", ["rtmp-ffmpeg", "srt-ffmpeg", "whip"])
 def test_every_player_starts_at_live_and_plays(node: OnairServer, browser: Any, source: str) -> None:
     stream = create_stream(node, name=f"matrix {source}")
+    # the browser pages load their player libraries first: the start is measured from the moment each player
+    # is given the stream's URL, as on a page that waits for the stream to go live
+    browser_players = [BrowserPlayer(browser, node.base_url, kind, None) for kind in ("hlsjs", "dashjs", "shaka")]
+    urls = {"hlsjs": stream["hls_cmaf_url"], "dashjs": stream["dash_url"], "shaka": stream["hls_cmaf_url"]}
     pub = _start_source(node, stream, source)
-    browser_players: list[BrowserPlayer] = []
     gst_players: list[GstPlayer] = []
     try:
         live_at = _wait_live(node, stream["id"])
         # every player is pointed at the stream the moment `live` turns true, as a viewer would be
-        browser_players = [BrowserPlayer(browser, node.base_url, "hlsjs", stream["hls_cmaf_url"]),
-                           BrowserPlayer(browser, node.base_url, "dashjs", stream["dash_url"]),
-                           BrowserPlayer(browser, node.base_url, "shaka", stream["hls_cmaf_url"])]
+        for bp in browser_players:
+            bp.play(urls[bp.kind])
         gst_players = [GstPlayer("gst-hls", stream["hls_cmaf_url"], watchdog=15),
                        GstPlayer("gst-dash", stream["dash_url"])]
         outcomes = _watch(browser_players, gst_players, live_at)
