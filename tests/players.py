@@ -36,6 +36,7 @@ _PAGE = """<!doctype html><html><body><video id="v" muted autoplay playsinline><
 const v = document.getElementById("v");
 window.m = {started: null, startTime: null, stalls: [], errors: [], tries: 0};
 const now = () => Date.now() / 1000;
+const ahead = () => v.buffered.length ? +(v.buffered.end(v.buffered.length - 1) - v.currentTime).toFixed(2) : null;
 // Shaka holds playback (playbackRate 0) while it reports buffering: the element's `playing` is the start only
 // when the player is not holding it; otherwise the start is the end of that buffering
 let holding = () => false;
@@ -46,11 +47,14 @@ v.addEventListener("playing", () => { if (!holding()) started(); });
 let seekAt = null;
 v.addEventListener("seeking", () => { seekAt = now(); });
 v.addEventListener("seeked", () => {
-  if (m.started !== null && seekAt !== null && now() - seekAt > 0.5) m.stalls.push(["seek", now(), v.currentTime]);
+  const slow = m.started !== null && seekAt !== null && now() - seekAt > 0.5;
+  if (slow) m.stalls.push(["seek", now(), v.currentTime, ahead()]);
   seekAt = null;
 });
 for (const ev of ["waiting", "stalled"])
-  v.addEventListener(ev, () => { if (m.started !== null && !v.seeking) m.stalls.push([ev, now(), v.currentTime]); });
+  v.addEventListener(ev, () => {
+    if (m.started !== null && !v.seeking) m.stalls.push([ev, now(), v.currentTime, ahead()]);
+  });
 function failed(err) {
   m.errors.push(String(err).slice(0, 300));
   if (m.started === null) Promise.resolve(teardown()).catch(() => {}).then(() => setTimeout(start, 250));
@@ -84,7 +88,7 @@ function start() {
     p.addEventListener("error", (e) => failed("shaka " + (e.detail && e.detail.code)));
     holding = () => p.isBuffering();
     p.addEventListener("buffering", (e) => {
-      if (e.buffering && m.started !== null && !v.seeking) m.stalls.push(["buffering", now(), v.currentTime]);
+      if (e.buffering && m.started !== null && !v.seeking) m.stalls.push(["buffering", now(), v.currentTime, ahead()]);
       if (!e.buffering && !v.paused && v.readyState >= 3) started();
     });
     teardown = () => p.destroy();  // a promise: the next try attaches once this player let go of <video>
@@ -117,8 +121,10 @@ class Outcome:
     def row(self, source: str, max_start: float, min_played: float) -> str:
         delay = "never" if self.start_delay is None else f"{self.start_delay:.2f}s"
         verdict = "pass" if self.ok(max_start, min_played) else "FAIL"
+        # a browser stall: (event, wall time, media time, seconds buffered ahead); GStreamer's: (gap, wall, length)
+        stalls = [f"{x[0]} {x[2]:.2f}" + (f" ahead {x[3]}" if len(x) > 3 else "") for x in self.stalls[:3]]
         return (f"{source:<14} {self.player:<10} {verdict:<5} start {delay:>7}  played {self.played:5.1f}s  "
-                f"stalls {len(self.stalls)} {[f'{x[0]} {x[2]:.2f}' for x in self.stalls[:3]]}  "
+                f"stalls {len(self.stalls)} {stalls}  "
                 f"errors {len(self.errors)} {self.errors[:2]}")
 
 

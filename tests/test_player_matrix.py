@@ -1,8 +1,9 @@
 """The player x encoder matrix: every player starts within 1 s of `live` and plays 30 s without a stall.
 
 Players: hls.js, dash.js and Shaka in Debian's Chromium, GStreamer playbin3 with hlsdemux2 and dashdemux2. Sources:
-RTMP and SRT from ffmpeg, WHIP from aiortc; one push per source with all players watching at once, a light
-320x180 source (a single rendition). GStreamer's own encoders (rtmp2sink, rtmpsink, srtsink, RTMPS with
+RTMP and SRT from ffmpeg, WHIP from aiortc, a light 320x180 source (a single rendition); per source one push that
+the three browser players watch at once, and one that the two GStreamer players watch (GStreamer 1.22.0 misses the
+1 s start: see GST_MAX_START). GStreamer's own encoders (rtmp2sink, rtmpsink, srtsink, RTMPS with
 rtmp2sink) each go live and play in hls.js. Every run appends its rows to /tmp/onair-player-matrix.txt.
 """
 
@@ -28,6 +29,7 @@ MAX_START = 1.0  # seconds from `live` to playback start (the issue's bar)
 WATCH = 30.0  # seconds each player must play without a stall
 MIN_PLAYED = WATCH - 3.0  # media seconds advanced in the watch (LL catch-up may play at 0.96x)
 REPORT = Path("/tmp/onair-player-matrix.txt")
+SOURCES = ["rtmp-ffmpeg", "srt-ffmpeg", "whip"]
 SIZE = "320x180"
 
 
@@ -107,36 +109,53 @@ def _stop_source(pub: Any) -> None:
         pub.stop()
 
 
-# The matrix's bar is not met yet (the run's table goes to /tmp/onair-player-matrix.txt): every player plays the 30 s,
-# but with five players and the source on two cores the browsers start 1.0-2.1 s after `live` (bar: 1 s), dash.js
-# stalls 4-9 times, and GStreamer's hlsdemux2 and dashdemux2 buffer ~4 s and ~30 s before playing. Strict: the
-# day it passes, this mark must go.
-@pytest.mark.xfail(strict=True, reason="not met yet: not every player starts within 1 s of live and plays 30 s")
-@pytest.mark.parametrize("source", ["rtmp-ffmpeg", "srt-ffmpeg", "whip"])
-def test_every_player_starts_at_live_and_plays(node: OnairServer, browser: Any, source: str) -> None:
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_browser_player_starts_at_live_and_plays(node: OnairServer, browser: Any, source: str) -> None:
     stream = create_stream(node, name=f"matrix {source}")
-    # the browser pages load their player libraries first: the start is measured from the moment each player
-    # is given the stream's URL, as on a page that waits for the stream to go live
-    browser_players = [BrowserPlayer(browser, node.base_url, kind, None) for kind in ("hlsjs", "dashjs", "shaka")]
+    # the pages load their player libraries first: the start is measured from the moment each player is given the
+    # stream's URL, as on a page that waits for the stream to go live
+    players = [BrowserPlayer(browser, node.base_url, kind, None) for kind in ("hlsjs", "dashjs", "shaka")]
     urls = {"hlsjs": stream["hls_cmaf_url"], "dashjs": stream["dash_url"], "shaka": stream["hls_cmaf_url"]}
     pub = _start_source(node, stream, source)
-    gst_players: list[GstPlayer] = []
     try:
         live_at = _wait_live(node, stream["id"])
-        # every player is pointed at the stream the moment `live` turns true, as a viewer would be
-        for bp in browser_players:
-            bp.play(urls[bp.kind])
-        gst_players = [GstPlayer("gst-hls", stream["hls_cmaf_url"], watchdog=15),
-                       GstPlayer("gst-dash", stream["dash_url"])]
-        outcomes = _watch(browser_players, gst_players, live_at)
+        for p in players:  # every player is pointed at the stream the moment `live` turns true
+            p.play(urls[p.kind])
+        outcomes = _watch(players, [], live_at)
     finally:
-        for gp in gst_players:
-            gp.stop()
-        for bp in browser_players:
-            bp.close()
+        for p in players:
+            p.close()
         _stop_source(pub)
     table = _report(source, outcomes)
     assert all(o.ok(MAX_START, MIN_PLAYED) for o in outcomes), "\n" + table
+
+
+# GStreamer 1.22.0 (Debian 12) starts late for reasons of its own, read in its source: hlsdemux2 has no LL-HLS
+# (parts are ignored lines until 1.24), so it starts on complete segments, and it cannot match a reloaded playlist
+# against one that held a single segment (an off-by-one fixed in 1.23.1): it seeks back to the live edge about
+# 2 s in. dashdemux2 leaves its buffering threshold at 0, which falls back to max-buffering-time (30 s; fixed in
+# 1.22.1 as 10 s), so it plays once 30 s are buffered; nothing in the MPD changes that. Both then play without a stall.
+GST_MAX_START = {"gst-hls": 5.0, "gst-dash": 40.0}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_gstreamer_players_play_without_a_stall(node: OnairServer, source: str) -> None:
+    stream = create_stream(node, name=f"matrix gst {source}")
+    pub = _start_source(node, stream, source)
+    players: list[GstPlayer] = []
+    try:
+        live_at = _wait_live(node, stream["id"])
+        players = [GstPlayer("gst-hls", stream["hls_cmaf_url"], watchdog=15), GstPlayer("gst-dash", stream["dash_url"])]
+        outcomes = _watch([], players, live_at)
+    finally:
+        for p in players:
+            p.stop()
+        _stop_source(pub)
+    table = _report(source, outcomes)
+    assert all(o.ok(GST_MAX_START[o.player], MIN_PLAYED) for o in outcomes), "\n" + table
+    late = [o for o in outcomes if o.start_delay is not None and o.start_delay > MAX_START]
+    if late:
+        pytest.xfail("GStreamer 1.22.0 starts later than 1 s after live (see GST_MAX_START):\n" + table)
 
 
 @pytest.mark.parametrize("encoder", ["rtmp2sink", "rtmpsink", "srtsink", "rtmps"])
@@ -161,14 +180,14 @@ def test_gstreamer_encoders_go_live_and_play(node: OnairServer, browser: Any, en
     assert not out.stalls, out.row(encoder, 20, 8)
 
 
-# hls.js only: Shaka started this way still stalls 2-3 times in its first 10 s
-@pytest.mark.parametrize("player_kind", ["hlsjs"])
+@pytest.mark.parametrize("player_kind", ["hlsjs", "shaka", "dashjs"])
 def test_a_viewer_waiting_before_the_push_plays_without_a_stall(node: OnairServer, browser: Any,
                                                                 player_kind: str) -> None:
     """The page is open (retrying on 404) before the encoder connects, so the player takes the very first
     playlist: hls.js then used to load the short first segment whole and wait on the next complete one."""
     stream = create_stream(node, name=f"early {player_kind}")
-    player = BrowserPlayer(browser, node.base_url, player_kind, stream["hls_cmaf_url"])
+    player = BrowserPlayer(browser, node.base_url, player_kind,
+                           stream["dash_url"] if player_kind == "dashjs" else stream["hls_cmaf_url"])
     pub = None
     try:
         pub = push_rtmp(stream["push_url"], size=SIZE, rate=25)
