@@ -548,3 +548,25 @@ async def test_segment_bytes_stream_while_in_progress() -> None:
     assert [c async for c in it3] == [b"".join(vfrags[4:8])]
     assert await v.wait_for_segment_bytes(9, timeout=1) is None
     assert await v.wait_for_segment_bytes(3, timeout=0.01) is None
+
+
+def test_a_media_playlist_is_rendered_once_per_change() -> None:
+    """The viewers one part wakes share one rendering; any change of any rendition (a part, the window, the
+    end) gives a new one, the same text render_media gives."""
+    pkg, vinit, vfrags, ainit, afrags = _live_package()
+    pkg.feed("360p", vinit)
+    pkg.feed("audio", ainit)
+    for v, a in zip(vfrags[:8], afrags[:8], strict=False):
+        pkg.feed("360p", v)
+        pkg.feed("audio", a)
+    first = pkg.media_playlist("360p")
+    assert pkg.media_playlist("360p") is first
+    assert first.decode() == pkg.render_media("360p")
+    assert pkg.media_playlist("360p", skip=True).decode() == pkg.render_media("360p", skip=True)
+    pkg.feed("audio", afrags[8])  # another rendition moved: the rendition report changes
+    after_audio = pkg.media_playlist("360p")
+    assert after_audio is not first and after_audio.decode() == pkg.render_media("360p")
+    pkg.rendition("360p").packager.trim(1)  # the window shrinks (DVR cleanup does this)
+    assert pkg.media_playlist("360p").decode() == pkg.render_media("360p")
+    pkg.end()
+    assert b"#EXT-X-ENDLIST" in pkg.media_playlist("360p")

@@ -184,7 +184,7 @@ async def cmaf_media(request: Request, pid: str, name: str) -> Response:
             headers = BLOCKING_RELOAD_CACHE if arrived else NO_CACHE
         elif not await rendition.wait_past_first_segment(timeout=rendition.packager.target_duration or 2):
             headers = NO_CACHE
-        body = pkg.render_media(name, skip=skip)
+        body = pkg.media_playlist(name, skip=skip)
     except PlaybackError as exc:
         return _error(exc, "hls_media")
     return _ok("hls_media", Response(body, media_type=HLS_TYPE, headers=headers))

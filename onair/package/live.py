@@ -221,6 +221,8 @@ class LiveStreamPackage:
 
         self.video: dict[str, LiveRendition] = {n: make(n) for n in video_names}
         self.audio: LiveRendition | None = make(audio_name) if audio_name is not None else None
+        # (rendition, skip) -> (the stream's state when rendered, the playlist's bytes): see media_playlist
+        self._media_playlists: dict[tuple[str, bool], tuple[tuple[object, ...], bytes]] = {}
         if self.audio is not None and self.video:
             # audio is cut where the (first) video's segments begin: every rendition has the same numbers
             self.audio.packager.leader = next(iter(self.video.values())).packager
@@ -302,6 +304,20 @@ class LiveStreamPackage:
         return render_hls_media(
             r.packager, other_tracks_for_reports=others, part_hold_back=part_hold_back, skip=skip
         )
+
+    def media_playlist(self, name: str, *, skip: bool = False) -> bytes:
+        """`render_media`'s bytes, rendered once per change of the stream: the viewers one new part wakes all get
+        the same bytes. A playlist is a function of every rendition's window, parts and end (rendition reports
+        name the others), so their positions are the cache key; no caller has to invalidate it."""
+        state = tuple((pk.first_msn, pk.last_part_ref(), pk.ended, len(pk.segments))
+                      for pk in (r.packager for r in self.renditions()))
+        key = (name, skip)
+        cached = self._media_playlists.get(key)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        body = self.render_media(name, skip=skip).encode()
+        self._media_playlists[key] = (state, body)
+        return body
 
     def render_mpd(self, now: datetime | None = None, *, include_in_progress: bool = False,
                    utc_timing_url: str = "/time") -> str:
