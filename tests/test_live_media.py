@@ -145,6 +145,15 @@ def test_rtmp_push_plays_in_every_format(live: Any) -> None:
     # CORS for players on other origins
     cors = http.get(master_url, headers={"Origin": "http://example.test"})
     assert cors.headers.get("access-control-allow-origin") in ("*", "http://example.test")
+    # the media playlists and parts are served ahead of the framework (delivery/fast_path.py): the same headers
+    for url in (media_url, f"{rbase}/{part_uri}", f"{rbase}/init.mp4"):
+        fast = http.get(url, headers={"Origin": "http://example.test"})
+        assert fast.status_code == 200, (url, fast.text)
+        for h in ("access-control-allow-origin", "access-control-expose-headers"):
+            assert fast.headers.get(h) == cors.headers.get(h), (url, h, fast.headers)
+    assert "access-control-allow-origin" not in http.get(media_url).headers  # as the middleware: only with Origin
+    missing = http.get(f"{rbase}/part999999.0.m4s", headers={"Origin": "http://example.test"})
+    assert missing.status_code == 404 and missing.headers.get("access-control-allow-origin") == "*"
 
     # stopping the push: live false and finished_at_primary within 10 s, playlists end
     stopped_at = time.monotonic()

@@ -15,6 +15,7 @@ from onair import __version__
 from onair.api import clips, documents, errors, overlays, quality_sets, statistics, streams, videos, webhooks
 from onair.api.deps import require_api_key
 from onair.api.ratelimit import FailureLimiter
+from onair.delivery.fast_path import CORS_EXPOSE_HEADERS
 from onair.node import Node
 from onair.store.snapshots import Snapshots, WriteGeneration
 
@@ -62,7 +63,7 @@ def create_app(node: Node, extra_routers: list[APIRouter] | None = None) -> Fast
     app.state.snapshots = Snapshots[Any](WriteGeneration(node.engine), enabled=node.settings.redis_url is None)
     errors.install(app)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"],
-                       expose_headers=["Location", "Link", "X-Total-Count", "ETag"])
+                       expose_headers=list(CORS_EXPOSE_HEADERS))
 
     app.add_middleware(BodyLimit, limit=MAX_BODY)
 

@@ -14,6 +14,7 @@ from onair import httpguard, logs
 from onair.api.app import create_app
 from onair.app.wiring import bind_tcp, bootstrap_api_key, create_node, start_node, stop_node, tls_context
 from onair.config import Settings
+from onair.delivery.fast_path import PlaybackFastPath
 from onair.delivery.playback import Playback
 from onair.delivery.relay import OriginRelay
 from onair.delivery.routes import router as delivery_router
@@ -95,11 +96,12 @@ async def serve(settings: Settings) -> None:
                                                             node.ports.rtmps or 443, node.ports.srt)
     await start_node(node)
     app = build_http_app(node)
+    front = PlaybackFastPath(app)
     relay = None
     if node.cluster is not None:  # playback of streams another node receives comes from that node
-        relay = OriginRelay(app, urls=node.urls, is_local=lambda sid: node.hub.live(sid) is not None,
+        relay = OriginRelay(front, urls=node.urls, is_local=lambda sid: node.hub.live(sid) is not None,
                             locate=node.cluster.origin_url)
-    config = uvicorn.Config(relay or app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
+    config = uvicorn.Config(relay or front, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30,
                             timeout_graceful_shutdown=3,
                             **httpguard.uvicorn_options(max_connections=settings.http_max_connections,
                                                         header_timeout=settings.http_header_timeout,
