@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,11 +55,21 @@ def main(argv: list[str] | None = None) -> int:
         from onair.app.server import serve
 
         try:
-            asyncio.run(serve(settings))
+            # uvloop (uvicorn[standard] brings it): the event loop every viewer's request and RTP packet runs on
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(serve(settings))
         except KeyboardInterrupt:
             pass
         return 0
     return 2
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # the standard loop works as well, only slower
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":
