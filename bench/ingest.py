@@ -180,6 +180,9 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.serve_rtmp:
-        asyncio.run(_serve_rtmp())
+        from onair.app.cli import loop_factory
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:  # the event loop `onair serve` runs on
+            runner.run(_serve_rtmp())
     else:
         main(args.quick)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             # uvloop (uvicorn[standard] brings it): the event loop every viewer's request and RTP packet runs on
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 runner.run(serve(settings))
         except KeyboardInterrupt:
             pass
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
     except ImportError:  # the standard loop works as well, only slower
