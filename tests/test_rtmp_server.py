@@ -221,6 +221,7 @@ async def test_platform_kick_closes_publisher(server: RTMPServer, gateway: FakeG
     session.closed.set()
     await poll(lambda: session.close_time is not None, within=5)
     assert session.close_time is not None and session.close_time - kicked_at < 1.0
+    assert session.close_reason == "ended by platform"  # not taken for the server stopping
     rc, _ = await asyncio.wait_for(publish, 15)
     assert rc != 0
 

@@ -65,6 +65,11 @@ class _Conn:
     secrets: list[str] = field(default_factory=list)  # registered with logs while the session lives
 
 
+async def _cancel_when_set(event: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    await event.wait()
+    task.cancel()
+
+
 class _Done(Exception):
     """Ends a connection; the message is the session close reason."""
 
@@ -210,33 +215,34 @@ class RTMPServer:
         raise _Done("setup timeout")
 
     async def _serve(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        kicked: asyncio.Task[bool] | None = None
+        # one plain awaited read per chunk of bytes (a task and asyncio.wait per read cost more than the parsing);
+        # a publisher the platform ends is interrupted by cancelling this task (see _cancel_when_set)
+        kick: asyncio.Task[None] | None = None
         try:
             while True:
                 timeout = self._read_timeout(conn)
-                read = asyncio.ensure_future(reader.read(_READ_SIZE))
-                waiters: set[asyncio.Future[Any]] = {read}
-                if kicked is not None:
-                    waiters.add(kicked)
-                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if kicked is not None and kicked in done:
-                    read.cancel()
-                    raise _Done("ended by platform")
-                if read not in done:
-                    read.cancel()
+                try:
+                    async with asyncio.timeout(timeout):
+                        data = await reader.read(_READ_SIZE)
+                except TimeoutError:
                     if timeout < self._idle_timeout:
                         self._setup_timed_out(conn)  # the deadline was nearer than the idle timer
                     log.info("connection from %s idle for %.0fs, closing", conn.peer, self._idle_timeout)
-                    raise _Done("idle timeout")
-                data = read.result()
+                    raise _Done("idle timeout") from None
                 if not data:
                     raise _Done("publisher disconnected")
                 await self._process(conn, writer, conn.proto.receive_data(data))
-                if kicked is None and conn.session is not None:
-                    kicked = asyncio.ensure_future(conn.session.closed.wait())
+                if kick is None and conn.session is not None and (task := asyncio.current_task()) is not None:
+                    kick = asyncio.ensure_future(_cancel_when_set(conn.session.closed, task))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            # the kick's own cancellation only (stop() cancelling too leaves one pending: that one goes on)
+            if kick is not None and kick.done() and not kick.cancelled() and task is not None and task.uncancel() == 0:
+                raise _Done("ended by platform") from None
+            raise
         finally:
-            if kicked is not None:
-                kicked.cancel()
+            if kick is not None:
+                kick.cancel()
 
     async def _process(self, conn: _Conn, writer: asyncio.StreamWriter, events: list[Event]) -> None:
         await self._flush(conn, writer)
