@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onair.hub.ports import PublishConfig
@@ -16,12 +17,22 @@ SYSTEM_QUALITY_SETS: list[dict[str, Any]] = [ladder.as_row() for ladder in SYSTE
 
 
 async def seed_quality_sets(db: AsyncSession) -> None:
-    existing = {q.id for q in (await db.execute(select(QualitySet))).scalars()}
-    for qs in SYSTEM_QUALITY_SETS:
-        if qs["id"] not in existing:
+    """Adds the system sets a database lacks. Nodes of a cluster starting together may seed at the same moment:
+    the one that loses the race finds the rows another node committed."""
+    for _attempt in range(3):
+        existing = {q.id for q in (await db.execute(select(QualitySet))).scalars()}
+        missing = [qs for qs in SYSTEM_QUALITY_SETS if qs["id"] not in existing]
+        if not missing:
+            return
+        for qs in missing:
             db.add(QualitySet(id=qs["id"], kind=qs["kind"], name=qs["name"], is_default=qs["default"],
                               qualities=qs["qualities"]))
-    await db.commit()
+        try:
+            await db.commit()
+            return
+        except IntegrityError:  # another node's seed committed first: read again
+            await db.rollback()
+    raise RuntimeError("could not seed the system quality sets")
 
 
 async def live_quality_set(db: AsyncSession, quality_set_id: int | None) -> QualitySet:
